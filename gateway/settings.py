@@ -1,0 +1,116 @@
+"""Configuration: a TOML file and `GATEWAY_*` environment variables, the environment winning.
+
+Validated once at start; a bad value fails fast with a message naming the field.
+TOML keys are the variable names without the prefix, in lower case (`mqtt_url = "..."`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
+ROLES = ("dispatcher", "regulator", "admin")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the field."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", frozen=True)
+
+    # Contract §5
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_client_id: str = "elevator-gateway"
+    tsdb_url: str = ""
+    tsdb_token: str = "-"
+    tsdb_org: str = "elevators"
+    tsdb_bucket: str = "telemetry"
+    store_url: str = "sqlite:///gateway.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    tokens: str = ""
+    arrival_limit_s: int = Field(1800, gt=0)
+    arrival_warning_s: int = Field(1200, gt=0)
+    ack_limit_s: int = Field(180, gt=0)
+    rules_dir: Path = PACKAGED_RULES_DIR
+    spool_dir: Path = Path("./spool")
+
+    # Additions (documented in the README)
+    mqtt_topic_prefix: str = Field("", description="e.g. '$share/gw/' for a shared subscription")
+    mqtt_session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    mqtt_receive_window: int = Field(2000, ge=1, le=65535)
+    mqtt_keepalive_s: int = Field(30, ge=5)
+    batch_size: int = Field(5000, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+    tsdb_timeout_s: float = Field(10.0, gt=0)
+    spool_max_bytes: int = Field(1 << 30, gt=0)
+    deadletter_keep: int = Field(10_000, ge=1)
+    max_payload_bytes: int = Field(64 * 1024, ge=1)
+    log_level: str = "info"
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_have_known_roles(cls, value: str) -> str:
+        parse_tokens(value)
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        if not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments, then the environment, then the TOML file (if one was given).
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def parse_tokens(value: str) -> dict[str, str]:
+    """`role:token,role:token` -> {token: role}."""
+    tokens: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        role, sep, token = pair.partition(":")
+        if not sep or not token:
+            raise ValueError("each entry must be role:token")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        tokens[token] = role
+    return tokens
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `overrides`, the environment and `config_file` (TOML), in falling priority;
+    raises ConfigError naming the offending field."""
+    settings_cls = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+        settings_cls = type("FileSettings", (Settings,), {"model_config": config})
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
