@@ -70,7 +70,9 @@ Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 def _known_code(code: str) -> str:
     if code in FAULT_CODES or VENDOR_CODE_RE.fullmatch(code):
         return code
-    raise PydanticCustomError("unknown_code", "unknown fault code (not in the catalogue, no X_ prefix)")
+    raise PydanticCustomError(
+        "unknown_code", "unknown fault code (not in the catalogue, no X_ prefix)"
+    )
 
 
 class _Body(BaseModel):
@@ -160,8 +162,14 @@ def decode(
     """Turn one MQTT message into a valid `Frame` or a `Rejected` with its reason."""
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != "elevators" or not ELEVATOR_ID_RE.fullmatch(parts[1]):
-        return Rejected("bad_topic", f"not elevators/{{id}}/{{kind}}: {topic[:200]!r}", topic,
-                        payload, received_at, None)
+        return Rejected(
+            "bad_topic",
+            f"not elevators/{{id}}/{{kind}}: {topic[:200]!r}",
+            topic,
+            payload,
+            received_at,
+            None,
+        )
     _, elevator_id, kind = parts
 
     def reject(reason: str, detail: str) -> Rejected:
@@ -185,7 +193,9 @@ def decode(
         return reject("spoofed_id", f"body elevator_id {body.elevator_id!r} is not the topic's")
     offset = body.ts - received_at
     if offset > MAX_FUTURE or -offset > MAX_PAST:
-        return reject("timestamp_out_of_range", f"ts {body.ts.isoformat()} is implausibly far from now")
+        return reject(
+            "timestamp_out_of_range", f"ts {body.ts.isoformat()} is implausibly far from now"
+        )
     return Frame(kind, elevator_id, received_at, body)  # type: ignore[arg-type]
 
 

@@ -56,7 +56,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.execute(select(1))
             return True
-        except Exception:  # noqa: BLE001 - health check: any failure means "down"
+        except Exception:
             return False
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
 dead_letter = Table(
     "dead_letter",
     metadata,
