@@ -1,0 +1,170 @@
+"""The running gateway: builds every part from the settings, starts and stops them in one place.
+
+Threads: paho's network thread hands messages to a bounded queue; one worker thread runs the
+pipeline, flushes batches and acknowledges; the spool replayer and the HTTP server have
+their own. All domain work happens on the worker thread, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from types import TracebackType
+from typing import Self
+
+import structlog
+import uvicorn
+
+from gateway import metrics
+from gateway.api import create_app
+from gateway.clock import Clock, RealClock
+from gateway.deadletter import DeadLetter
+from gateway.ingest import MqttSession, Publisher, RawMessage
+from gateway.pipeline import Pipeline
+from gateway.settings import Settings
+from gateway.spool import Spool
+from gateway.store import open_store
+from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink
+
+log = structlog.get_logger(__name__)
+
+_STOP = object()
+_RETRY_FLUSH_S = 1.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or RealClock()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.mqtt_receive_window * 2)
+        self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
+        self._http: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        s = self.settings
+        self.store = open_store(s.store_url)
+        sink: Sink = (
+            InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
+            if s.tsdb_url
+            else EmbeddedSink(self.store)
+        )
+        self.spool = Spool(s.spool_dir, s.spool_max_bytes, metrics.SPOOL_DROPPED.inc)
+        self.writer = DurableWriter(sink, self.spool, self.clock)
+        self.publisher = Publisher(s.mqtt_url, f"{s.mqtt_client_id}-pub")
+        self.deadletter = DeadLetter(
+            self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
+        )
+        self.pipeline = Pipeline(
+            self.writer, self.deadletter, max_payload_bytes=s.max_payload_bytes
+        )
+        self.session = MqttSession(
+            s.mqtt_url,
+            s.mqtt_client_id,
+            self._handoff,
+            self.clock,
+            topic_prefix=s.mqtt_topic_prefix,
+            receive_window=s.mqtt_receive_window,
+            session_expiry_s=s.mqtt_session_expiry_s,
+            keepalive_s=s.mqtt_keepalive_s,
+        )
+        self.publisher.start()
+        self._worker.start()
+        self.session.start()
+        self._start_http()
+        log.info(
+            "gateway_started",
+            mqtt=s.mqtt_url.split("@")[-1],
+            client_id=s.mqtt_client_id,
+            tsdb=s.tsdb_url or "embedded",
+            store=s.store_url.split("@")[-1],
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Process what was received, make it durable, acknowledge it, then disconnect."""
+        self._queue.put(_STOP)
+        self._worker.join()
+        self.session.close()
+        self.writer.close()
+        self.publisher.close()
+        if self._http is not None and self._http_thread is not None:
+            self._http.should_exit = True
+            self._http_thread.join(timeout=10)
+        self.store.close()
+        log.info("gateway_stopped")
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "broker": self.session.connected,
+            "tsdb": self.writer.healthy,
+            "store": self.store.ping(),
+            "spool_points": self.spool.depth,
+        }
+
+    # -- the worker --------------------------------------------------------------------------
+    def _handoff(self, raw: RawMessage) -> None:
+        self._queue.put(raw)  # blocks when full: backpressure onto the broker, never a drop
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.publisher.publish(topic, payload)
+
+    def _work(self) -> None:
+        batch_size = self.settings.batch_size
+        interval = self.settings.flush_interval_s
+        oldest: float | None = None  # monotonic time of the oldest message not yet flushed
+        while True:
+            wait = interval if oldest is None else max(0.0, oldest + interval - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                if self.pipeline.pending:
+                    self._flush()
+                return
+            if isinstance(item, RawMessage):
+                oldest = oldest or time.monotonic()
+                self.pipeline.process(item)
+            if self.pipeline.pending >= batch_size or (
+                oldest is not None and time.monotonic() >= oldest + interval
+            ):
+                self._flush()
+                oldest = None
+
+    def _flush(self) -> None:
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        while True:
+            try:
+                self.session.ack(self.pipeline.flush())
+                return
+            except Exception:
+                # Neither the store nor the spool took the batch (e.g. disk full): hold it,
+                # unacknowledged, and try again; the broker keeps the rest for us meanwhile.
+                log.exception("flush_failed_retrying")
+                time.sleep(_RETRY_FLUSH_S)
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _start_http(self) -> None:
+        s = self.settings
+        config = uvicorn.Config(
+            create_app(self.health),
+            host=s.http_host,
+            port=s.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+        self._http = uvicorn.Server(config)
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()

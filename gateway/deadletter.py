@@ -1,0 +1,80 @@
+"""Rejected messages: counted by reason, logged once each, kept in a bounded table with their
+raw bytes, and published to `gateway/deadletter` for whoever watches device health."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+
+import structlog
+
+from gateway import metrics
+from gateway.frames import Rejected
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+TOPIC = "gateway/deadletter"
+_PUBLISHED_PAYLOAD_BYTES = 4096  # enough to diagnose; the table keeps the whole (≤ limit)
+
+Publish = Callable[[str, bytes], None]
+
+
+def _message(rejected: Rejected) -> bytes:
+    return json.dumps(
+        {
+            "reason": rejected.reason,
+            "detail": rejected.detail,
+            "topic": rejected.topic,
+            "elevator_id": rejected.elevator_id,
+            "received_at": rejected.received_at.isoformat(),
+            "payload_size": len(rejected.payload),
+            "payload_b64": base64.b64encode(rejected.payload[:_PUBLISHED_PAYLOAD_BYTES]).decode(),
+        }
+    ).encode()
+
+
+class DeadLetter:
+    def __init__(self, store: Store, publish: Publish, keep: int, max_payload_bytes: int) -> None:
+        self._store = store
+        self._publish = publish
+        self._keep = keep
+        self._max_payload = max_payload_bytes
+        self._pending: list[Rejected] = []
+
+    def add(self, rejected: Rejected) -> None:
+        metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
+        log.warning(
+            "frame_rejected",
+            reason=rejected.reason,
+            detail=rejected.detail,
+            topic=rejected.topic[:200],
+            elevator_id=rejected.elevator_id,
+            payload_size=len(rejected.payload),
+        )
+        self._pending.append(rejected)
+
+    def flush(self) -> None:
+        """Store the pending rejections (durably), then publish them."""
+        if not self._pending:
+            return
+        pending = self._pending
+        self._store.add_dead_letters(
+            [
+                {
+                    "received_at": r.received_at,
+                    "topic": r.topic[:1000],
+                    "elevator_id": r.elevator_id,
+                    "reason": r.reason,
+                    "detail": r.detail[:2000],
+                    "payload": r.payload[: self._max_payload],
+                    "payload_size": len(r.payload),
+                }
+                for r in pending
+            ],
+            keep=self._keep,
+        )
+        self._pending = []
+        for rejected in pending:
+            self._publish(TOPIC, _message(rejected))

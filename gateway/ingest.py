@@ -1,0 +1,225 @@
+"""The MQTT edge: a persistent QoS 1 session that hands messages on and acknowledges late.
+
+Nothing past this module imports the MQTT library: messages leave here as `RawMessage`,
+and acknowledgements come back as the opaque `AckToken`s they carried.
+
+Why paho-mqtt with `manual_ack`: a QoS 1 message is PUBACKed only when the pipeline says its
+frame is durable (stored or spooled), so a crash in between leads to redelivery, not loss.
+Flow control is MQTT 5's Receive Maximum: the broker never has more than
+`receive_window` unacknowledged messages in flight to us, so the hand-off queue is bounded
+by the protocol itself; past that the broker queues for us (backpressure, never a drop).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import metrics
+from gateway.clock import Clock
+
+log = structlog.get_logger(__name__)
+
+SUBSCRIPTIONS = ("elevators/+/status", "elevators/+/event", "elevators/+/online")
+
+
+class AckToken(NamedTuple):
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    topic: str
+    payload: bytes
+    received_at: datetime
+    ack: AckToken
+
+
+class MqttError(Exception):
+    """The broker could not be reached or refused us."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"not an mqtt:// or mqtts:// URL: {url!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+def _client(
+    address: BrokerAddress,
+    client_id: str,
+    *,
+    manual_ack: bool,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> paho.Client:
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if address.username is not None:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set(
+            ca_certs=ca_file, certfile=cert_file, keyfile=key_file, cert_reqs=ssl.CERT_REQUIRED
+        )
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+class MqttSession:
+    """The ingest session: `start()` connects in the background, `close()` disconnects.
+
+    `on_message` runs on paho's network thread; it must hand the message on quickly and
+    may block (that is backpressure). `ack` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        on_message: Callable[[RawMessage], None],
+        clock: Clock,
+        *,
+        topic_prefix: str = "",
+        receive_window: int = 2000,
+        session_expiry_s: int = 7 * 24 * 3600,
+        keepalive_s: int = 30,
+    ) -> None:
+        self._address = BrokerAddress.parse(url)
+        self._client_id = client_id
+        self._on_message = on_message
+        self._clock = clock
+        self._topics = [(topic_prefix + t, 1) for t in SUBSCRIPTIONS]
+        self._keepalive = keepalive_s
+        self._connected = threading.Event()
+        self._props = Properties(PacketTypes.CONNECT)
+        self._props.SessionExpiryInterval = session_expiry_s
+        self._props.ReceiveMaximum = receive_window
+        self._client = _client(self._address, client_id, manual_ack=True)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        # clean_start=False + session expiry: the broker keeps our subscriptions and queues
+        # frames while we are away, and delivers them when we come back.
+        self._client.connect_async(
+            self._address.host,
+            self._address.port,
+            keepalive=self._keepalive,
+            clean_start=False,
+            properties=self._props,
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def ack(self, tokens: Iterable[AckToken]) -> None:
+        for mid, qos in tokens:
+            if qos:
+                self._client.ack(mid, qos)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def _handle_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("mqtt_connect_refused", client_id=self._client_id, reason=str(rc))
+            return
+        client.subscribe(self._topics)
+        self._connected.set()
+        metrics.BROKER_UP.set(1)
+        log.info(
+            "mqtt_connected", client_id=self._client_id, session_present=bool(flags.session_present)
+        )
+
+    def _handle_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._connected.clear()
+        metrics.BROKER_UP.set(0)
+        log.warning("mqtt_disconnected", client_id=self._client_id, reason=str(rc))
+
+    def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        raw = RawMessage(msg.topic, msg.payload, self._clock.now(), AckToken(msg.mid, msg.qos))
+        try:
+            self._on_message(raw)
+        except Exception:
+            # Never let a bug take the network loop down; the message stays unacknowledged
+            # and comes back after a reconnect.
+            log.exception("ingest_handoff_failed", topic=raw.topic)
+
+
+class Publisher:
+    """A separate connection for what the gateway publishes (dispatch, dead letter), so an
+    alert never waits behind ingest backpressure."""
+
+    def __init__(self, url: str, client_id: str) -> None:
+        self._address = BrokerAddress.parse(url)
+        self._client = _client(self._address, client_id, manual_ack=False)
+        self._connected = threading.Event()
+        self._client.on_connect = lambda *_a: self._connected.set()
+        self._client.on_disconnect = lambda *_a: self._connected.clear()
+        self._last: paho.MQTTMessageInfo | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._client.connect_async(self._address.host, self._address.port, keepalive=30)
+        self._client.loop_start()
+
+    def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        # paho queues the message while disconnected and sends it on reconnect.
+        self._last = self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def close(self, timeout: float = 5.0) -> None:
+        # Messages go out in order: once the last one is sent, all before it were too.
+        if self._last is not None and self.connected:
+            try:
+                self._last.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("publisher_close_unsent")
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,36 @@
+"""The gateway's own health, in Prometheus form (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.frames import REASONS
+
+FRAMES_IN = Counter("gateway_frames_received_total", "MQTT messages received", ["kind"])
+FRAMES_ACCEPTED = Counter("gateway_frames_accepted_total", "Valid, new frames passed on", ["kind"])
+FRAMES_REJECTED = Counter(
+    "gateway_frames_rejected_total", "Messages rejected and dead-lettered", ["reason"]
+)
+for _reason in REASONS:
+    FRAMES_REJECTED.labels(_reason)
+DUPLICATES = Counter("gateway_frames_duplicate_total", "Frames already seen (QoS 1 redelivery)")
+SEQ_GAPS = Counter("gateway_seq_gap_frames_total", "Frames missing according to seq gaps")
+CLOCK_SKEW = Counter(
+    "gateway_clock_skew_frames_total", "Frames whose device time is off by more than 5 minutes"
+)
+TSDB_WRITE_SECONDS = Histogram(
+    "gateway_tsdb_write_seconds",
+    "Time to write one batch to the time-series store",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TSDB_WRITE_ERRORS = Counter("gateway_tsdb_write_errors_total", "Failed time-series writes")
+TSDB_POINTS = Counter("gateway_tsdb_points_written_total", "Points acknowledged by the store")
+TSDB_UP = Gauge("gateway_tsdb_up", "1 while the time-series store takes writes")
+SPOOL_DEPTH = Gauge("gateway_spool_points", "Points waiting in the disk spool")
+SPOOL_BYTES = Gauge("gateway_spool_bytes", "Bytes in the disk spool")
+SPOOL_AGE = Gauge("gateway_spool_oldest_age_seconds", "Age of the oldest spooled batch")
+SPOOL_DROPPED = Counter(
+    "gateway_spool_dropped_points_total", "Telemetry dropped because the spool was full"
+)
+BROKER_UP = Gauge("gateway_broker_connected", "1 while the ingest MQTT session is connected")
+QUEUE_DEPTH = Gauge("gateway_ingest_queue", "Messages received and not yet processed")

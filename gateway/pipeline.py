@@ -1,0 +1,128 @@
+"""The flow of one message, in order: decode → dedup → notes → consumers → batched telemetry.
+
+`process` handles one message at once (so detection sees it without waiting for a batch);
+telemetry points and acknowledgements wait in the batch until `flush`, which returns the
+acknowledgements only after the points and rejections are durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Final
+
+import structlog
+
+from gateway import metrics
+from gateway.deadletter import DeadLetter
+from gateway.dedup import Dedup
+from gateway.frames import MAX_PAYLOAD_BYTES, Frame, Rejected, decode
+from gateway.ingest import AckToken, RawMessage
+from gateway.spool import Point
+from gateway.tsdb import DurableWriter, to_point
+
+log = structlog.get_logger(__name__)
+
+CLOCK_SKEW_LIMIT: Final = timedelta(minutes=5)
+
+Consumer = Callable[[Frame], None]
+TagsFor = Callable[[str], str]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        writer: DurableWriter,
+        deadletter: DeadLetter,
+        consumers: Sequence[Consumer] = (),
+        tags_for: TagsFor = lambda _eid: "",
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._writer = writer
+        self._deadletter = deadletter
+        self._consumers = tuple(consumers)
+        self._tags_for = tags_for
+        self._max_payload = max_payload_bytes
+        self._dedup = Dedup()
+        self._skewed: set[str] = set()
+        self._last_online: dict[str, bool] = {}
+        self._points: list[Point] = []
+        self._acks: list[AckToken] = []
+        self._received = {k: metrics.FRAMES_IN.labels(k) for k in ("status", "event", "online")}
+        self._accepted = {
+            k: metrics.FRAMES_ACCEPTED.labels(k) for k in ("status", "event", "online")
+        }
+
+    @property
+    def pending(self) -> int:
+        """Messages processed and not yet acknowledged."""
+        return len(self._acks)
+
+    @property
+    def tracked_elevators(self) -> int:
+        return len(self._dedup)
+
+    def process(self, raw: RawMessage) -> None:
+        self._acks.append(raw.ack)
+        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)
+        if isinstance(result, Rejected):
+            self._deadletter.add(result)
+            return
+        self._received[result.kind].inc()
+        if not self._is_new(result):
+            return
+        self._accepted[result.kind].inc()
+        for consume in self._consumers:
+            consume(result)
+        self._points.append(to_point(result, self._tags_for(result.elevator_id)))
+
+    def flush(self) -> list[AckToken]:
+        """Make everything processed so far durable; returns the acknowledgements now due."""
+        # On failure everything stays pending (and unacknowledged) for the next attempt.
+        self._writer.write(self._points)
+        self._points = []
+        self._deadletter.flush()
+        acks, self._acks = self._acks, []
+        return acks
+
+    def _is_new(self, frame: Frame) -> bool:
+        body = frame.body
+        if body is None:  # online: a retained state, redelivered on every resubscribe
+            if self._last_online.get(frame.elevator_id) == frame.online:
+                metrics.DUPLICATES.inc()
+                return False
+            self._last_online[frame.elevator_id] = bool(frame.online)
+            return True
+        verdict = self._dedup.check(frame.elevator_id, body.boot, body.seq)
+        if not verdict.new:
+            metrics.DUPLICATES.inc()
+            return False
+        if verdict.gap:
+            metrics.SEQ_GAPS.inc(verdict.gap)
+            log.info(
+                "seq_gap",
+                elevator_id=frame.elevator_id,
+                boot=body.boot,
+                seq=body.seq,
+                missing=verdict.gap,
+            )
+        self._note_skew(frame)
+        return True
+
+    def _note_skew(self, frame: Frame) -> None:
+        assert frame.body is not None
+        skew = frame.body.ts - frame.received_at
+        skewed = abs(skew) > CLOCK_SKEW_LIMIT
+        if skewed:
+            metrics.CLOCK_SKEW.inc()
+        # Log the change of state, not every frame of a device whose clock is off.
+        if skewed and frame.elevator_id not in self._skewed:
+            self._skewed.add(frame.elevator_id)
+            log.warning(
+                "device_clock_skew",
+                elevator_id=frame.elevator_id,
+                skew_s=round(skew.total_seconds(), 1),
+            )
+        elif not skewed and frame.elevator_id in self._skewed:
+            self._skewed.discard(frame.elevator_id)
+            log.info("device_clock_ok", elevator_id=frame.elevator_id)

@@ -1,0 +1,138 @@
+"""A bounded, crash-safe disk spool for telemetry the time-series store could not take.
+
+Each appended batch is one segment file, written to a temporary name, fsynced and renamed
+into place, so a crash leaves either the whole batch or nothing. Segments are replayed
+oldest first. Over `max_bytes` the oldest segments are dropped and counted: the spool only
+ever holds telemetry, never incidents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+_SUFFIX = ".seg"
+
+
+class Point(NamedTuple):
+    """One time-series point: its line-protocol text plus what the embedded store indexes."""
+
+    measurement: str
+    elevator_id: str
+    ts_ns: int
+    line: str
+
+
+class _Segment(NamedTuple):
+    path: Path
+    number: int
+    points: int
+    created_ns: int
+    size: int
+
+
+def _parse_name(path: Path) -> _Segment | None:
+    try:
+        number, points, created_ns = (int(p) for p in path.stem.split("-"))
+    except ValueError:
+        return None
+    return _Segment(path, number, points, created_ns, path.stat().st_size)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        on_drop: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self._dir = directory
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._max_bytes = max_bytes
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        for stale in self._dir.glob("*.tmp"):  # a crash mid-append: that batch was never acked
+            stale.unlink()
+        found = (_parse_name(p) for p in self._dir.glob("*" + _SUFFIX))
+        self._segments = sorted((s for s in found if s is not None), key=lambda s: s.number)
+        self._next = self._segments[-1].number + 1 if self._segments else 1
+
+    # -- state, for metrics and health ---------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Points waiting."""
+        with self._lock:
+            return sum(s.points for s in self._segments)
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(s.size for s in self._segments)
+
+    def oldest_created_ns(self) -> int | None:
+        with self._lock:
+            return self._segments[0].created_ns if self._segments else None
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._segments)
+
+    # -- writing and replaying ------------------------------------------------------------
+    def append(self, points: Sequence[Point], now: datetime) -> None:
+        """Make `points` durable on disk; returns only once they are."""
+        if not points:
+            return
+        data = "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in points).encode()
+        created_ns = int(now.timestamp() * 1e9)
+        with self._lock:
+            number = self._next
+            self._next += 1
+            final = self._dir / f"{number:016d}-{len(points)}-{created_ns}{_SUFFIX}"
+            tmp = final.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.rename(final)
+            self._fsync_dir()
+            self._segments.append(_Segment(final, number, len(points), created_ns, len(data)))
+            self._enforce_limit()
+
+    def peek(self) -> tuple[int, list[Point]] | None:
+        """The oldest segment's number and points, or None when empty."""
+        with self._lock:
+            if not self._segments:
+                return None
+            segment = self._segments[0]
+        with open(segment.path, "rb") as f:
+            points = [Point(*json.loads(line)) for line in f]
+        return segment.number, points
+
+    def remove(self, number: int) -> None:
+        """Forget a replayed segment (a no-op if the size limit dropped it meanwhile)."""
+        with self._lock:
+            for i, segment in enumerate(self._segments):
+                if segment.number == number:
+                    del self._segments[i]
+                    segment.path.unlink(missing_ok=True)
+                    return
+
+    def _enforce_limit(self) -> None:
+        total = sum(s.size for s in self._segments)
+        while total > self._max_bytes and len(self._segments) > 1:
+            oldest = self._segments.pop(0)
+            oldest.path.unlink(missing_ok=True)
+            total -= oldest.size
+            self._on_drop(oldest.points)
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

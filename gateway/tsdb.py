@@ -1,0 +1,240 @@
+"""The telemetry sink: frames as line protocol (contract §4), written durably.
+
+A `Sink` is `write(points)` + `close()`: `InfluxSink` (any InfluxDB-compatible
+`/api/v2/write`, through influxdb-client) or `EmbeddedSink` (the relational store, when no
+endpoint is configured). `DurableWriter` puts a disk spool in front: `write` returns only
+once the points are in the store or on disk, which is when MQTT may acknowledge them.
+
+influxdb-client's own batching API is not used: it buffers in memory, retries for a while
+and then gives up, so "written" would not mean durable. We batch ourselves and call its
+synchronous API.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from gateway import metrics
+from gateway.clock import Clock
+from gateway.frames import EventBody, Frame, StatusBody
+from gateway.spool import Point, Spool
+from gateway.store import Store
+
+log = structlog.get_logger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DOOR_CODE = {"closed": 0, "opening": 1, "open": 2, "closing": 3, "fault": 4}
+
+
+class SinkError(Exception):
+    """The store did not take the write."""
+
+
+# -- line protocol ---------------------------------------------------------------------------
+def escape_tag(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _str_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _ns(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def to_point(frame: Frame, extra_tags: str = "") -> Point:
+    """The contract's line for a valid frame; `extra_tags` is `,k=v...`, already escaped.
+
+    `online` frames (no device time) become an `elevator_online` point at receive time.
+    """
+    eid = frame.elevator_id
+    body = frame.body
+    if isinstance(body, StatusBody):
+        ts_ns = _ns(body.ts)
+        lag = (frame.received_at - body.ts).total_seconds() * 1000
+        line = (
+            f"elevator_status,elevator_id={eid}{extra_tags} floor={body.floor}i,"
+            f'moving={_bool(body.moving)},direction="{body.direction}",'
+            f'speed_mps={float(body.speed_mps)!r},door="{body.door}",'
+            f"door_code={_DOOR_CODE[body.door]}i,door_zone={_bool(body.door_zone)},"
+            f"occupied={_bool(body.occupied)},load_pct={float(body.load_pct)!r},"
+            f'mode="{body.mode}",alarm_button={_bool(body.alarm_button)},'
+            f'power="{body.power}",safety_circuit="{body.safety_circuit}",'
+            f"seq={body.seq}i,rx_lag_ms={lag!r} {ts_ns}"
+        )
+        return Point("elevator_status", eid, ts_ns, line)
+    if isinstance(body, EventBody):
+        ts_ns = _ns(body.ts)
+        lag = (frame.received_at - body.ts).total_seconds() * 1000
+        detail = _str_field(json.dumps(body.detail, separators=(",", ":")) if body.detail else "")
+        line = (
+            f"elevator_event,elevator_id={eid}{extra_tags},code={body.code},state={body.state} "
+            f"seq={body.seq}i,detail={detail},rx_lag_ms={lag!r} {ts_ns}"
+        )
+        return Point("elevator_event", eid, ts_ns, line)
+    ts_ns = _ns(frame.received_at)
+    line = (
+        f"elevator_online,elevator_id={eid}{extra_tags} online={_bool(bool(frame.online))} {ts_ns}"
+    )
+    return Point("elevator_online", eid, ts_ns, line)
+
+
+# -- sinks -----------------------------------------------------------------------------------
+class Sink(Protocol):
+    def write(self, points: Sequence[Point]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InfluxSink:
+    def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float) -> None:
+        # retries=False: a failed write goes to our spool at once instead of blocking here.
+        self._client = InfluxDBClient(
+            url=url, token=token, org=org, timeout=int(timeout_s * 1000), retries=False
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._bucket = bucket
+        self._org = org
+        self.requests = 0  # write requests sent, for the write-efficiency benchmark
+        self.bytes_sent = 0
+
+    def write(self, points: Sequence[Point]) -> None:
+        body = "\n".join(p.line for p in points)
+        try:
+            self._api.write(self._bucket, self._org, body, write_precision=WritePrecision.NS)
+        except Exception as exc:
+            raise SinkError(f"{type(exc).__name__}: {exc}"[:500]) from None
+        self.requests += 1
+        self.bytes_sent += len(body)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class EmbeddedSink:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def write(self, points: Sequence[Point]) -> None:
+        try:
+            self._store.add_telemetry(p._asdict() for p in points)
+        except Exception as exc:
+            raise SinkError(f"{type(exc).__name__}: {exc}"[:500]) from None
+
+    def close(self) -> None:
+        pass
+
+
+class DurableWriter:
+    """Writes to the sink, or to the spool while the sink is down or a backlog remains.
+
+    A background thread replays the spool, oldest first, and probes a down sink with
+    backoff. New points go to the spool while it holds a backlog, so order is kept.
+    """
+
+    def __init__(self, sink: Sink, spool: Spool, clock: Clock, max_backoff_s: float = 30.0) -> None:
+        self._sink = sink
+        self._spool = spool
+        self._clock = clock
+        self._max_backoff = max_backoff_s
+        self._lock = threading.Lock()  # orders "write directly" against "spool drained"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._up = not spool  # a backlog left by the last run is replayed first
+        metrics.TSDB_UP.set(self._up)
+        self._replayer = threading.Thread(
+            target=self._replay_loop, name="spool-replay", daemon=True
+        )
+        self._replayer.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self._up
+
+    def write(self, points: Sequence[Point]) -> None:
+        """Returns once `points` are durable (in the store or on disk)."""
+        if not points:
+            return
+        with self._lock:
+            if self._up:
+                try:
+                    self._timed_write(points)
+                    return
+                except SinkError as exc:
+                    self._mark_down(exc)
+            self._spool.append(points, self._clock.now())
+        self._publish_spool_metrics()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._replayer.join(timeout=10)
+        self._sink.close()
+
+    def _timed_write(self, points: Sequence[Point]) -> None:
+        with metrics.TSDB_WRITE_SECONDS.time():
+            self._sink.write(points)
+        metrics.TSDB_POINTS.inc(len(points))
+
+    def _mark_down(self, exc: Exception) -> None:
+        metrics.TSDB_WRITE_ERRORS.inc()
+        if self._up:
+            log.warning("tsdb_down_spooling", error=str(exc))
+        self._up = False
+        metrics.TSDB_UP.set(0)
+        self._wake.set()
+
+    def _replay_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            if self._up:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            if self._replay_one():
+                backoff = 0.5
+                continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _replay_one(self) -> bool:
+        """Replay the oldest segment; True if the sink took it (or nothing was left)."""
+        oldest = self._spool.peek()
+        if oldest is None:
+            with self._lock:
+                if not self._spool:  # still empty under the lock: safe to write directly
+                    self._up = True
+                    metrics.TSDB_UP.set(1)
+                    log.info("tsdb_up_spool_drained")
+            return True
+        number, points = oldest
+        try:
+            self._timed_write(points)
+        except SinkError as exc:
+            metrics.TSDB_WRITE_ERRORS.inc()
+            log.debug("tsdb_still_down", error=str(exc))
+            return False
+        self._spool.remove(number)
+        self._publish_spool_metrics()
+        return True
+
+    def _publish_spool_metrics(self) -> None:
+        metrics.SPOOL_DEPTH.set(self._spool.depth)
+        metrics.SPOOL_BYTES.set(self._spool.size_bytes)
+        oldest = self._spool.oldest_created_ns()
+        age = 0.0 if oldest is None else self._clock.now().timestamp() - oldest / 1e9
+        metrics.SPOOL_AGE.set(max(0.0, age))
