@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, load_settings, parse_tokens
+
+
+def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GATEWAY_MQTT_URL", "GATEWAY_TSDB_URL", "GATEWAY_ARRIVAL_LIMIT_S"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings()
+    assert s.mqtt_url == "mqtt://127.0.0.1:1883"
+    assert s.mqtt_client_id == "elevator-gateway"
+    assert (s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket) == (
+        "",
+        "-",
+        "elevators",
+        "telemetry",
+    )
+    assert s.store_url == "sqlite:///gateway.db"
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+    assert (s.arrival_limit_s, s.arrival_warning_s, s.ack_limit_s) == (1800, 1200, 180)
+    assert (s.rules_dir / "__init__.py").exists()
+
+
+def test_environment_wins_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text('mqtt_url = "mqtt://broker:1884"\narrival_limit_s = 3600\n')
+    monkeypatch.setenv("GATEWAY_ARRIVAL_LIMIT_S", "900")
+    s = load_settings(config)
+    assert s.mqtt_url == "mqtt://broker:1884"
+    assert s.arrival_limit_s == 900
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"mqtt_url": "http://x"}, "mqtt_url"),
+        ({"http_port": 70000}, "http_port"),
+        ({"tokens": "root:abc"}, "tokens"),
+        ({"arrival_limit_s": 0}, "arrival_limit_s"),
+    ],
+)
+def test_bad_values_name_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_settings(**overrides)
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("mqtt_ulr = 'typo'\n")
+    with pytest.raises(ConfigError, match="mqtt_ulr"):
+        load_settings(config)
+
+
+def test_tokens() -> None:
+    assert parse_tokens("dispatcher:abc, regulator:def") == {
+        "abc": "dispatcher",
+        "def": "regulator",
+    }

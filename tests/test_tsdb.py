@@ -1,0 +1,145 @@
+"""Line protocol per contract §4, the spool, and the durable writer's fall-back and replay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.clock import FixedClock
+from gateway.frames import Frame, decode
+from gateway.spool import Point, Spool
+from gateway.tsdb import DurableWriter, SinkError, escape_tag, to_point
+from tests.conftest import event_frame, status_frame, wait_for
+
+NOW = datetime(2026, 11, 27, 1, 0, 0, tzinfo=UTC)
+
+
+def _frame(topic: str, payload: bytes) -> Frame:
+    frame = decode(topic, payload, NOW)
+    assert isinstance(frame, Frame)
+    return frame
+
+
+def test_status_line() -> None:
+    body = json.loads(status_frame("E1", 42, door="open", occupied=True, speed_mps=1.5))
+    body["ts"] = "2026-11-27T09:00:00.250+08:00"
+    point = to_point(
+        _frame("elevators/E1/status", json.dumps(body).encode()), ",district=West\\ Side"
+    )
+    ts_ns = 1_795_741_200_250_000_000
+    assert point == Point("elevator_status", "E1", ts_ns, point.line)
+    head, rest = point.line.split(" floor=")
+    fields, ts = ("floor=" + rest).split(" ")
+    assert head == "elevator_status,elevator_id=E1,district=West\\ Side"
+    assert ts == str(ts_ns)
+    values = dict(f.split("=", 1) for f in fields.split(","))
+    assert values == {
+        "floor": "3i",
+        "moving": "false",
+        "direction": '"none"',
+        "speed_mps": "1.5",
+        "door": '"open"',
+        "door_code": "2i",
+        "door_zone": "true",
+        "occupied": "true",
+        "load_pct": "0.0",
+        "mode": '"normal"',
+        "alarm_button": "false",
+        "power": '"mains"',
+        "safety_circuit": '"closed"',
+        "seq": "42i",
+        "rx_lag_ms": "-250.0",
+    }
+
+
+def test_event_line_escapes_detail() -> None:
+    payload = event_frame("E1", 7, "OVERSPEED", detail={"note": 'say "hi"\n'})
+    body = json.loads(payload) | {"ts": NOW.isoformat()}
+    point = to_point(_frame("elevators/E1/event", json.dumps(body).encode()))
+    assert point.line.startswith(
+        "elevator_event,elevator_id=E1,code=OVERSPEED,state=raised seq=7i,"
+    )
+    assert 'detail="{\\"note\\":\\"say \\\\\\"hi\\\\\\"\\\\n\\"}"' in point.line
+    assert "\n" not in point.line
+
+
+def test_online_line_uses_receive_time() -> None:
+    point = to_point(_frame("elevators/E1/online", b"0"))
+    assert point.line == f"elevator_online,elevator_id=E1 online=false {point.ts_ns}"
+    assert point.ts_ns == int(NOW.timestamp()) * 1_000_000_000
+
+
+def test_escape_tag() -> None:
+    assert escape_tag("Acme, Lifts=Best Co") == "Acme\\,\\ Lifts\\=Best\\ Co"
+
+
+def _points(start: int, n: int) -> list[Point]:
+    return [Point("m", "E1", i, f"m,elevator_id=E1 v={i}i {i}") for i in range(start, start + n)]
+
+
+def test_spool_survives_reopen_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(_points(0, 3), NOW)
+    spool.append(_points(3, 2), NOW)
+    (tmp_path / "0000000000000009-1-0.tmp").write_text("half a batch")  # a crash mid-append
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    assert reopened.depth == 5
+    assert not list(tmp_path.glob("*.tmp"))
+    number, points = reopened.peek()  # type: ignore[misc]
+    assert points == _points(0, 3)
+    reopened.remove(number)
+    reopened.append(_points(5, 1), NOW)
+    assert [p.ts_ns for p in reopened.peek()[1]] == [3, 4]  # type: ignore[index]
+
+
+def test_spool_drops_oldest_over_its_limit_and_counts(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    spool = Spool(tmp_path, max_bytes=300, on_drop=dropped.append)
+    for start in range(0, 30, 3):
+        spool.append(_points(start, 3), NOW)
+    assert spool.size_bytes <= 300
+    assert sum(dropped) + spool.depth == 30
+    assert spool.peek()[1][0].ts_ns == sum(dropped)  # type: ignore[index]
+
+
+class FlakySink:
+    """A sink that refuses writes while `down` is set (the real store is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.points: list[Point] = []
+
+    def write(self, points: Sequence[Point]) -> None:
+        if self.down:
+            raise SinkError("connection refused")
+        self.points.extend(points)
+
+    def close(self) -> None:
+        pass
+
+
+def test_writer_spools_while_down_and_replays_in_order(tmp_path: Path) -> None:
+    sink = FlakySink()
+    writer = DurableWriter(sink, Spool(tmp_path, 1 << 20), FixedClock(NOW), max_backoff_s=0.05)
+    writer.write(_points(0, 2))
+    sink.down = True
+    writer.write(_points(2, 2))
+    assert not writer.healthy
+    writer.write(_points(4, 2))  # goes straight to the spool behind the backlog
+    sink.down = False
+    wait_for(lambda: writer.healthy, timeout=5)
+    writer.write(_points(6, 1))
+    writer.close()
+    assert [p.ts_ns for p in sink.points] == list(range(7))
+
+
+def test_backlog_from_a_previous_run_is_replayed_first(tmp_path: Path) -> None:
+    Spool(tmp_path, 1 << 20).append(_points(0, 2), NOW)
+    sink = FlakySink()
+    writer = DurableWriter(sink, Spool(tmp_path, 1 << 20), FixedClock(NOW), max_backoff_s=0.05)
+    writer.write(_points(2, 1))
+    wait_for(lambda: writer.healthy, timeout=5)
+    writer.close()
+    assert [p.ts_ns for p in sink.points] == [0, 1, 2]
