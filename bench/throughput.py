@@ -1,0 +1,204 @@
+"""End-to-end throughput: frames/s from Mosquitto through the gateway into VictoriaMetrics,
+against a bare paho-mqtt subscriber draining the same queue in the same run.
+
+Both sessions are subscribed first, then N QoS 1 frames are published (several processes),
+so the broker holds N queued frames for each. The baseline drains its queue counting and
+acknowledging; then the gateway drains its queue: decode, dedup, batch, write to the store
+(acknowledged by VictoriaMetrics), acknowledge. The ratio gateway/baseline cancels most of
+this machine's noise.
+
+    python bench/throughput.py --frames 100000 --elevators 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway import metrics
+from gateway.app import Gateway
+from gateway.settings import load_settings
+from tests.services import free_port, make_broker, make_vm
+
+
+def _frame(eid: str, seq: int, ts: str) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "elevator_id": eid,
+            "seq": seq,
+            "boot": 1,
+            "ts": ts,
+            "floor": seq % 20,
+            "moving": seq % 2 == 0,
+            "direction": "up",
+            "speed_mps": 1.0,
+            "door": "closed",
+            "door_zone": False,
+            "occupied": True,
+            "load_pct": 30.0,
+            "mode": "normal",
+            "alarm_button": False,
+            "power": "mains",
+            "safety_circuit": "closed",
+        }
+    ).encode()
+
+
+def _publish_share(port: int, worker: int, workers: int, frames: int, elevators: int) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{worker}")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ts = datetime.now(UTC).isoformat()
+    last = None
+    for n in range(worker, frames, workers):
+        eid = f"B{n % elevators:06d}"
+        last = client.publish(f"elevators/{eid}/status", _frame(eid, n // elevators, ts), qos=1)
+        while len(client._out_messages) > 5000:  # keep memory bounded while the broker catches up
+            time.sleep(0.001)
+    if last is not None:
+        last.wait_for_publish(120)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _session(port: int, client_id: str, manual_ack: bool) -> paho.Client:
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 2000
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    return client
+
+
+def _create_session(port: int, client_id: str) -> None:
+    client = _session(port, client_id, manual_ack=False)
+    done = threading.Event()
+    client.on_subscribe = lambda *_a: done.set()
+    client.loop_start()
+    client.subscribe(
+        [(t, 1) for t in ("elevators/+/status", "elevators/+/event", "elevators/+/online")]
+    )
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _baseline(port: int, client_id: str, frames: int) -> float:
+    """A bare paho subscriber: count and acknowledge (after the callback, manual_ack off)."""
+    client = _session(port, client_id, manual_ack=False)
+    count = 0
+    done = threading.Event()
+    start = 0.0
+
+    def on_message(_c: object, _u: object, _m: object) -> None:
+        nonlocal count, start
+        if count == 0:
+            start = time.perf_counter()
+        count += 1
+        if count == frames:
+            done.set()
+
+    client.on_message = on_message
+    client.loop_start()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return frames / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--elevators", type=int, default=10_000)
+    parser.add_argument("--publishers", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    broker, vm = make_broker(work / "broker"), make_vm(work / "vm")
+    broker.start()
+    vm.start()
+    try:
+        for cid in ("bench-baseline", "bench-gateway"):
+            _create_session(broker.port, cid)
+        t0 = time.perf_counter()
+        procs = [
+            multiprocessing.Process(
+                target=_publish_share,
+                args=(broker.port, w, args.publishers, args.frames, args.elevators),
+            )
+            for w in range(args.publishers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        print(f"queued {args.frames} frames for 2 sessions in {time.perf_counter() - t0:.1f} s")
+
+        baseline = _baseline(broker.port, "bench-baseline", args.frames)
+        print(f"baseline (bare paho subscriber, count only): {baseline:,.0f} frames/s")
+
+        settings = load_settings(
+            mqtt_url=broker.url,
+            mqtt_client_id="bench-gateway",
+            tsdb_url=vm.url,
+            store_url=f"sqlite:///{work / 'gw.db'}",
+            spool_dir=work / "spool",
+            http_port=free_port(),
+            log_level="warning",
+        )
+        from gateway import logs
+
+        logs.configure("warning")
+        written = metrics.TSDB_POINTS._value
+        before = written.get()
+        with Gateway(settings) as gw:
+            start = None
+            deadline = time.perf_counter() + 600
+            while written.get() - before < args.frames and time.perf_counter() < deadline:
+                if start is None and gw.pipeline.pending:
+                    start = time.perf_counter()
+                time.sleep(0.001)
+            elapsed = time.perf_counter() - (start or deadline)
+            stored = written.get() - before
+            sink = gw.writer._sink
+        rate = stored / elapsed
+        print(
+            f"gateway (decode, dedup, write to VictoriaMetrics, ack): {rate:,.0f} frames/s "
+            f"({stored:,.0f} points)"
+        )
+        print(f"ratio gateway/baseline: {rate / baseline:.2f}")
+        requests = getattr(sink, "requests", 0)
+        if requests:
+            print(
+                f"write efficiency: {stored / requests:,.0f} points/request, "
+                f"{sink.bytes_sent / stored:.0f} bytes/point"
+            )
+    finally:
+        broker.stop()
+        vm.stop()
+
+
+if __name__ == "__main__":
+    main()
