@@ -18,11 +18,15 @@ import uvicorn
 
 from gateway import metrics
 from gateway.api import create_app
+from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.deadletter import DeadLetter
+from gateway.incidents.service import IncidentService, Policy
+from gateway.incidents.sla import Limits
 from gateway.ingest import MqttSession, Publisher, RawMessage
+from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
-from gateway.settings import Settings
+from gateway.settings import Settings, parse_tokens
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink
@@ -57,8 +61,13 @@ class Gateway:
         self.deadletter = DeadLetter(
             self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
         )
+        self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
+        self.incidents = IncidentService(self.store, _policy(s), self.notifier.wake)
         self.pipeline = Pipeline(
-            self.writer, self.deadletter, max_payload_bytes=s.max_payload_bytes
+            self.writer,
+            self.deadletter,
+            consumers=[self.incidents.on_frame],
+            max_payload_bytes=s.max_payload_bytes,
         )
         self.session = MqttSession(
             s.mqtt_url,
@@ -71,6 +80,7 @@ class Gateway:
             keepalive_s=s.mqtt_keepalive_s,
         )
         self.publisher.start()
+        self.notifier.start()
         self._worker.start()
         self.session.start()
         self._start_http()
@@ -97,6 +107,7 @@ class Gateway:
         self._worker.join()
         self.session.close()
         self.writer.close()
+        self.notifier.close()
         self.publisher.close()
         if self._http is not None and self._http_thread is not None:
             self._http.should_exit = True
@@ -120,12 +131,28 @@ class Gateway:
     def _publish(self, topic: str, payload: bytes) -> None:
         self.publisher.publish(topic, payload)
 
+    def live(self, elevator_id: str) -> dict[str, object]:
+        return {
+            "online": self.pipeline.online(elevator_id),
+            "last_frame": self.incidents.last_frame(elevator_id),
+        }
+
+    def _tick(self) -> None:
+        """Time-driven work, on the worker thread: the clocks of open incidents."""
+        self.incidents.tick(self.clock.now())
+
     def _work(self) -> None:
         batch_size = self.settings.batch_size
         interval = self.settings.flush_interval_s
+        tick_every = self.settings.tick_interval_s
+        next_tick = time.monotonic()
         oldest: float | None = None  # monotonic time of the oldest message not yet flushed
         while True:
-            wait = interval if oldest is None else max(0.0, oldest + interval - time.monotonic())
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + tick_every
+            flush_at = next_tick if oldest is None else min(next_tick, oldest + interval)
+            wait = max(0.0, flush_at - time.monotonic())
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -158,8 +185,9 @@ class Gateway:
     # -- HTTP ------------------------------------------------------------------------------
     def _start_http(self) -> None:
         s = self.settings
+        context = Context(self.store, self.incidents, self.clock, self.health, self.live)
         config = uvicorn.Config(
-            create_app(self.health),
+            create_app(context, parse_tokens(s.tokens)),
             host=s.http_host,
             port=s.http_port,
             log_level="warning",
@@ -168,3 +196,15 @@ class Gateway:
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
+
+
+def _policy(s: Settings) -> Policy:
+    return Policy(
+        limits=Limits(
+            arrival_s=s.arrival_limit_s, warning_s=s.arrival_warning_s, ack_s=s.ack_limit_s
+        ),
+        district_arrival_s=s.district_arrival_limits,
+        alert_webhooks=tuple(s.alert_webhooks),
+        level2_webhooks=tuple(s.level2_webhooks),
+        regulator_webhooks=tuple(s.regulator_webhooks),
+    )

@@ -209,10 +209,25 @@ class Publisher:
         self._client.loop_start()
 
     def publish(
-        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
-    ) -> None:
-        # paho queues the message while disconnected and sends it on reconnect.
-        self._last = self._client.publish(topic, payload, qos=qos, retain=retain)
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait_s: float | None = None,
+    ) -> bool:
+        """Queue a message (paho sends it on reconnect if the broker is away). With `wait_s`,
+        wait that long for the broker's acknowledgement and say whether it came."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        self._last = info
+        if wait_s is None:
+            return True
+        try:
+            info.wait_for_publish(wait_s)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def close(self, timeout: float = 5.0) -> None:
         # Messages go out in order: once the last one is sent, all before it were too.

@@ -34,3 +34,7 @@ SPOOL_DROPPED = Counter(
 )
 BROKER_UP = Gauge("gateway_broker_connected", "1 while the ingest MQTT session is connected")
 QUEUE_DEPTH = Gauge("gateway_ingest_queue", "Messages received and not yet processed")
+ELEVATORS_WITH_OPEN_INCIDENTS = Gauge(
+    "gateway_elevators_with_open_incidents", "Elevators that have at least one open incident"
+)
+BREACHES = Counter("gateway_sla_breaches_total", "Rescue arrival limits passed without arrival")

@@ -62,6 +62,10 @@ class Pipeline:
     def tracked_elevators(self) -> int:
         return len(self._dedup)
 
+    def online(self, elevator_id: str) -> bool | None:
+        """The last `online` state the elevator's device announced, if any."""
+        return self._last_online.get(elevator_id)
+
     def process(self, raw: RawMessage) -> None:
         self._acks.append(raw.ack)
         result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)

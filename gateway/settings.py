@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     deadletter_keep: int = Field(10_000, ge=1)
     max_payload_bytes: int = Field(64 * 1024, ge=1)
     log_level: str = "info"
+    # Arrival limits per district (seconds); districts not listed use arrival_limit_s.
+    district_arrival_limits: dict[str, int] = Field(default_factory=dict)
+    alert_webhooks: list[str] = Field(default_factory=list)
+    level2_webhooks: list[str] = Field(default_factory=list, description="rescue station")
+    regulator_webhooks: list[str] = Field(default_factory=list)
+    webhook_secret: str = Field("", description="HMAC-SHA256 key for X-Gateway-Signature")
+    tick_interval_s: float = Field(0.25, gt=0)
 
     @field_validator("tokens")
     @classmethod

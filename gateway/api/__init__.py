@@ -1,24 +1,62 @@
-"""The HTTP side: health and Prometheus metrics (the contract's endpoints grow here)."""
+"""The HTTP API (contract §3): FastAPI app, OpenAPI at /docs, Prometheus at /metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-HealthCheck = Callable[[], dict[str, object]]
+from gateway.api import elevators, incidents, reports
+from gateway.api.auth import TokenBook
+from gateway.api.deps import Context
+from gateway.incidents.service import NotFound
+from gateway.incidents.state import TransitionError
 
 
-def create_app(health: HealthCheck) -> FastAPI:
-    app = FastAPI(title="Elevator telemetry and rescue gateway", version="0.1.0")
+def _field_message(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        ".".join(str(p) for p in e.get("loc", ()) if p != "body") + f": {e.get('msg', '')}"
+        for e in errors
+    )
 
-    @app.get("/api/health")
+
+def create_app(context: Context, tokens: dict[str, str]) -> FastAPI:
+    app = FastAPI(
+        title="Elevator telemetry and rescue gateway",
+        version="0.1.0",
+        description="Contract §3: incidents, registry, response-time metrics.",
+    )
+    app.state.context = context
+    app.state.tokens = TokenBook(tokens)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [dict(e) for e in exc.errors()]
+        for e in errors:
+            e.pop("input", None)
+            e.pop("ctx", None)
+        return JSONResponse({"message": _field_message(errors), "detail": errors}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_r: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"message": f"not found: {exc}"}, status_code=404)
+
+    @app.exception_handler(TransitionError)
+    async def _conflict(_r: Request, exc: TransitionError) -> JSONResponse:
+        return JSONResponse({"message": str(exc)}, status_code=409)
+
+    @app.get("/api/health", tags=["health"])
     def get_health() -> dict[str, object]:
-        return health()
+        return context.health()
 
     @app.get("/metrics", include_in_schema=False)
     def get_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(incidents.router)
+    app.include_router(elevators.router)
+    app.include_router(reports.router)
     return app

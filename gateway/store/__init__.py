@@ -7,14 +7,59 @@ All SQL goes through SQLAlchemy expressions, so every value is a bound parameter
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from gateway.store.schema import dead_letter, telemetry
+from gateway.incidents.model import Incident, TimelineEntry
+from gateway.store.schema import (
+    audit,
+    dead_letter,
+    elevators,
+    incident_frames,
+    incidents,
+    outbox,
+    telemetry,
+    timeline,
+)
+
+REGISTRY_FIELDS = (
+    "site",
+    "district",
+    "address",
+    "maintenance_company",
+    "use_unit",
+    "inspection_due",
+    "last_maintenance",
+)
+_INCIDENT_FIELDS = tuple(f.name for f in fields(Incident) if f.name != "timeline")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    channel: str  # "mqtt" or "webhook"
+    target: str  # topic or URL
+    payload: bytes
+    retain: bool = False
+    id: int | None = None
+    attempts: int = 0
+
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -98,6 +143,226 @@ class Store:
             query = query.where(telemetry.c.elevator_id == elevator_id)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    # -- registry ------------------------------------------------------------------------
+    def get_elevator(self, elevator_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(elevators).where(elevators.c.elevator_id == elevator_id))
+                .mappings()
+                .first()
+            )
+            return dict(row) if row else None
+
+    def all_elevators(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(elevators)).mappings()]
+
+    def put_elevator(
+        self, elevator_id: str, record: dict[str, str | date | None], now: datetime
+    ) -> bool:
+        """Create or replace a registry record; True if it was created."""
+        values = {k: record.get(k) for k in REGISTRY_FIELDS} | {"updated_at": now}
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(elevators).where(elevators.c.elevator_id == elevator_id).values(values)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(elevators).values(values | {"elevator_id": elevator_id}))
+            return not changed
+
+    # -- incidents -----------------------------------------------------------------------
+    def insert_incident(
+        self, incident: Incident, messages: Sequence[OutboxMessage], now: datetime
+    ) -> bool:
+        """Store a new incident and what it must publish; False if one of its elevator and
+        kind is already open (the unique `open_key` decides, whichever process came first)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(incidents).values(self._incident_row(incident)))
+                self._add_timeline(conn, incident.id, incident.timeline)
+                self._add_outbox(conn, messages, now)
+        except IntegrityError:
+            return False
+        return True
+
+    def save_incident(
+        self,
+        incident: Incident,
+        new_entries: Sequence[TimelineEntry],
+        messages: Sequence[OutboxMessage],
+        now: datetime,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(incidents)
+                .where(incidents.c.id == incident.id)
+                .values(self._incident_row(incident))
+            )
+            self._add_timeline(conn, incident.id, new_entries)
+            self._add_outbox(conn, messages, now)
+
+    # -- outbox --------------------------------------------------------------------------
+    def outbox_due(self, now: datetime, limit: int = 100) -> list[OutboxMessage]:
+        query = (
+            select(outbox).where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                OutboxMessage(r.channel, r.target, r.payload, r.retain, r.id, r.attempts)
+                for r in conn.execute(query)
+            ]
+
+    def outbox_done(self, message_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(outbox).where(outbox.c.id == message_id))
+
+    def outbox_retry(self, message_id: int, attempts: int, next_attempt_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == message_id)
+                .values(attempts=attempts, next_attempt_at=next_attempt_at)
+            )
+
+    def outbox_size(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+
+    @staticmethod
+    def _add_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
+        if messages:
+            conn.execute(
+                insert(outbox),
+                [
+                    {
+                        "created_at": now,
+                        "channel": m.channel,
+                        "target": m.target,
+                        "payload": m.payload,
+                        "retain": m.retain,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                    }
+                    for m in messages
+                ],
+            )
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(incidents).where(incidents.c.id == incident_id))
+                .mappings()
+                .first()
+            )
+            return self._with_timeline(conn, [row])[0] if row else None
+
+    def find_open_incident(self, elevator_id: str, kind: str) -> Incident | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(incidents).where(incidents.c.open_key == f"{elevator_id}|{kind}")
+                )
+                .mappings()
+                .first()
+            )
+            return self._with_timeline(conn, [row])[0] if row else None
+
+    def list_incidents(
+        self,
+        *,
+        state: str = "all",
+        elevator_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 500,
+    ) -> list[Incident]:
+        query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+        if state == "open":
+            query = query.where(incidents.c.state != "closed")
+        elif state == "closed":
+            query = query.where(incidents.c.state == "closed")
+        if elevator_id is not None:
+            query = query.where(incidents.c.elevator_id == elevator_id)
+        if since is not None:
+            query = query.where(incidents.c.opened_at >= since)
+        if until is not None:
+            query = query.where(incidents.c.opened_at < until)
+        with self.engine.connect() as conn:
+            return self._with_timeline(conn, list(conn.execute(query).mappings()))
+
+    def due_incidents(self, now: datetime) -> list[Incident]:
+        query = select(incidents).where(incidents.c.next_due_at <= now)
+        with self.engine.connect() as conn:
+            return self._with_timeline(conn, list(conn.execute(query).mappings()))
+
+    def open_incidents_of(self, elevator_id: str) -> list[Incident]:
+        return self.list_incidents(state="open", elevator_id=elevator_id)
+
+    def add_incident_frames(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(incident_frames), list(rows))
+
+    def incident_frames(self, incident_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(incident_frames)
+            .where(incident_frames.c.incident_id == incident_id)
+            .order_by(incident_frames.c.received_at, incident_frames.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def add_audit(
+        self, at: datetime, role: str, token_id: str, action: str, target: str, body: str
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(audit).values(
+                    at=at, role=role, token_id=token_id, action=action, target=target, body=body
+                )
+            )
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    @staticmethod
+    def _incident_row(incident: Incident) -> dict[str, Any]:
+        open_key = f"{incident.elevator_id}|{incident.kind}" if incident.is_open else None
+        return incident.row() | {"open_key": open_key}
+
+    @staticmethod
+    def _add_timeline(conn: Connection, incident_id: str, entries: Sequence[TimelineEntry]) -> None:
+        if entries:
+            conn.execute(
+                insert(timeline),
+                [
+                    {"incident_id": incident_id, "at": e.at, "what": e.what, "by": e.by}
+                    for e in entries
+                ],
+            )
+
+    @staticmethod
+    def _with_timeline(conn: Connection, rows: Sequence[Any]) -> list[Incident]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        entries: dict[str, list[TimelineEntry]] = {i: [] for i in ids}
+        query = (
+            select(timeline)
+            .where(timeline.c.incident_id.in_(ids))
+            .order_by(timeline.c.at, timeline.c.id)
+        )
+        for t in conn.execute(query).mappings():
+            entries[t["incident_id"]].append(TimelineEntry(t["at"], t["what"], t["by"]))
+        return [
+            replace(
+                Incident(**{k: r[k] for k in _INCIDENT_FIELDS}), timeline=tuple(entries[r["id"]])
+            )
+            for r in rows
+        ]
 
 
 def open_store(url: str) -> Store:

@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -65,4 +68,114 @@ telemetry = Table(
     Column("ts_ns", BigInteger, nullable=False),
     Column("line", Text, nullable=False),
     Index("ix_telemetry_elevator_ts", "elevator_id", "ts_ns"),
+)
+
+
+elevators = Table(
+    "elevators",
+    metadata,
+    Column("elevator_id", String(64), primary_key=True),
+    Column("site", Text),
+    Column("district", Text),
+    Column("address", Text),
+    Column("maintenance_company", Text),
+    Column("use_unit", Text),
+    Column("inspection_due", Date),
+    Column("last_maintenance", Date),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# One row per incident; every clock is a stored deadline so a restart re-arms it.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("incident_class", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("rule", Text),
+    Column("source", String(16), nullable=False),
+    Column("drill", Boolean, nullable=False, default=False),
+    Column("site", Text),
+    Column("district", Text),
+    Column("maintenance_company", Text),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("deadline_at", UtcDateTime, nullable=False),
+    Column("warning_at", UtcDateTime, nullable=False),
+    Column("ack_deadline_at", UtcDateTime, nullable=False),
+    Column("report_deadline_at", UtcDateTime),
+    Column("acknowledged_at", UtcDateTime),
+    Column("acknowledged_by", Text),
+    Column("dispatched_at", UtcDateTime),
+    Column("crew_id", Text),
+    Column("arrived_at", UtcDateTime),
+    Column("arrival_reported_at", UtcDateTime),
+    Column("arrival_telemetry_at", UtcDateTime),
+    Column("released_at", UtcDateTime),
+    Column("closed_at", UtcDateTime),
+    Column("resolution", String(32)),
+    Column("regulator_reported_at", UtcDateTime),
+    Column("sla", String(16), nullable=False),
+    # What the ticker has already done, so a restart neither repeats nor forgets it.
+    Column("warned_at", UtcDateTime),
+    Column("breach_alerted_at", UtcDateTime),
+    Column("ack_alerts", Integer, nullable=False, default=0),
+    Column("report_alerted_at", UtcDateTime),
+    Column("next_due_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # One open incident per elevator and kind, whatever process tries to open another.
+    Column("open_key", String(140), unique=True),
+    Index("ix_incidents_next_due", "next_due_at"),
+    Index("ix_incidents_elevator", "elevator_id", "opened_at"),
+    Index("ix_incidents_opened", "opened_at"),
+)
+
+timeline = Table(
+    "incident_timeline",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(32), ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("what", Text, nullable=False),
+    Column("by", Text, nullable=False),
+)
+
+# The black box: frames before and during an incident, for investigators.
+incident_frames = Table(
+    "incident_frames",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(32), ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_id", String(16), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+# What the gateway must publish, written in the same transaction as the change it reports,
+# so an alert is neither lost nor invented by a crash; drained in order by `notify`.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("channel", String(16), nullable=False),  # mqtt | webhook
+    Column("target", Text, nullable=False),  # topic or URL
+    Column("payload", LargeBinary, nullable=False),
+    Column("retain", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
 )

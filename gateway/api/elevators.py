@@ -1,0 +1,70 @@
+"""The registry: one elevator, one file (admins write, every role reads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.auth import ANY_ROLE, ROLE_ADMIN, Caller, require
+from gateway.api.deps import Context, audit, context
+from gateway.frames import ELEVATOR_ID_RE
+from gateway.incidents.model import to_json
+from gateway.incidents.service import NotFound
+
+router = APIRouter(prefix="/api/elevators", tags=["registry"])
+
+ElevatorIdPath = Annotated[str, Path(pattern=f"^{ELEVATOR_ID_RE.pattern}$")]
+Ctx = Annotated[Context, Depends(context)]
+Short = Annotated[str, Field(max_length=500)]
+
+
+class RegistryRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    site: Short | None = None
+    district: Short | None = None
+    address: Short | None = None
+    maintenance_company: Short | None = None
+    use_unit: Short | None = None
+    inspection_due: dt.date | None = None
+    last_maintenance: dt.date | None = None
+
+
+@router.get("/{elevator_id}")
+def get_elevator(
+    elevator_id: ElevatorIdPath, ctx: Ctx, _caller: Annotated[Caller, Depends(require(*ANY_ROLE))]
+) -> dict[str, Any]:
+    """Registry record plus live state (last frame, online, open incidents)."""
+    record = ctx.store.get_elevator(elevator_id)
+    live = ctx.live(elevator_id)
+    if record is None and live.get("last_frame") is None:
+        raise NotFound(elevator_id)
+    registry = RegistryRecord.model_validate(
+        {k: v for k, v in (record or {}).items() if k in RegistryRecord.model_fields}
+    ).model_dump(mode="json")
+    incidents = ctx.store.open_incidents_of(elevator_id)
+    return {
+        "elevator_id": elevator_id,
+        "registered": record is not None,
+        **registry,
+        **live,
+        "open_incident": to_json(incidents[0]) if incidents else None,
+        "open_incidents": [i.id for i in incidents],
+    }
+
+
+@router.put("/{elevator_id}")
+def put_elevator(
+    elevator_id: ElevatorIdPath,
+    body: RegistryRecord,
+    response: Response,
+    ctx: Ctx,
+    caller: Annotated[Caller, Depends(require(ROLE_ADMIN))],
+) -> dict[str, Any]:
+    created = ctx.store.put_elevator(elevator_id, body.model_dump(), ctx.clock.now())
+    audit(ctx, caller, "registry_put", elevator_id, body.model_dump(mode="json"))
+    response.status_code = 201 if created else 200
+    return {"elevator_id": elevator_id, **body.model_dump(mode="json")}

@@ -1,0 +1,126 @@
+"""The incident as data, and its JSON form (contract §3, "Incident JSON")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Final
+
+STATES: Final = ("open", "acknowledged", "dispatched", "arrived", "released", "closed")
+RESOLUTIONS: Final = ("rescued", "false_alarm", "self_recovered", "other")
+SOURCES: Final = ("telemetry", "phone", "citizen", "property", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: datetime
+    what: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    elevator_id: str
+    kind: str
+    severity: str
+    incident_class: str
+    state: str
+    rule: str | None
+    source: str
+    opened_at: datetime
+    deadline_at: datetime
+    warning_at: datetime
+    ack_deadline_at: datetime
+    updated_at: datetime
+    sla: str = "pending"
+    drill: bool = False
+    site: str | None = None
+    district: str | None = None
+    maintenance_company: str | None = None
+    report_deadline_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    dispatched_at: datetime | None = None
+    crew_id: str | None = None
+    arrived_at: datetime | None = None
+    arrival_reported_at: datetime | None = None
+    arrival_telemetry_at: datetime | None = None
+    released_at: datetime | None = None
+    closed_at: datetime | None = None
+    resolution: str | None = None
+    regulator_reported_at: datetime | None = None
+    warned_at: datetime | None = None
+    breach_alerted_at: datetime | None = None
+    ack_alerts: int = 0
+    report_alerted_at: datetime | None = None
+    next_due_at: datetime | None = None
+    timeline: tuple[TimelineEntry, ...] = field(default=(), compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "closed"
+
+    @property
+    def arrival_s(self) -> float | None:
+        if self.arrived_at is None:
+            return None
+        return (self.arrived_at - self.opened_at).total_seconds()
+
+    @property
+    def arrival_evidence(self) -> str | None:
+        kinds = [
+            name
+            for name, at in (
+                ("reported", self.arrival_reported_at),
+                ("telemetry", self.arrival_telemetry_at),
+            )
+            if at is not None
+        ]
+        return "+".join(kinds) or None
+
+    def row(self) -> dict[str, Any]:
+        """The stored columns (everything but the timeline)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def to_json(incident: Incident) -> dict[str, Any]:
+    """The contract's incident JSON (plus a few added fields, never renamed ones)."""
+    i = incident
+    return {
+        "id": i.id,
+        "elevator_id": i.elevator_id,
+        "kind": i.kind,
+        "severity": i.severity,
+        "state": i.state,
+        "opened_at": _iso(i.opened_at),
+        "deadline_at": _iso(i.deadline_at),
+        "ack_deadline_at": _iso(i.ack_deadline_at),
+        "acknowledged_at": _iso(i.acknowledged_at),
+        "dispatched_at": _iso(i.dispatched_at),
+        "crew_id": i.crew_id,
+        "maintenance_company": i.maintenance_company,
+        "arrived_at": _iso(i.arrived_at),
+        "arrival_evidence": i.arrival_evidence,
+        "released_at": _iso(i.released_at),
+        "closed_at": _iso(i.closed_at),
+        "resolution": i.resolution,
+        "arrival_s": i.arrival_s,
+        "sla": i.sla,
+        "rule": i.rule,
+        "source": i.source,
+        "timeline": [{"at": _iso(t.at), "what": t.what, "by": t.by} for t in i.timeline],
+        # additions
+        "incident_class": i.incident_class,
+        "drill": i.drill,
+        "site": i.site,
+        "district": i.district,
+        "warning_at": _iso(i.warning_at),
+        "report_deadline_at": _iso(i.report_deadline_at),
+        "regulator_reported_at": _iso(i.regulator_reported_at),
+        "acknowledged_by": i.acknowledged_by,
+    }

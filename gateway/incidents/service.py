@@ -1,0 +1,369 @@
+"""Incidents: opened by rules or by people, moved along by people and telemetry, timed by one
+ticker. Each change is stored with its timeline entries and the messages it must publish in
+one transaction (see `gateway.notify`), so what dispatch sees always matches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway import metrics
+from gateway.frames import EventBody, Frame, StatusBody
+from gateway.incidents import sla, state
+from gateway.incidents.blackbox import BlackBox
+from gateway.incidents.model import Incident, TimelineEntry
+from gateway.notify import alert_messages, alert_payload, state_messages
+from gateway.store import OutboxMessage, Store
+
+if TYPE_CHECKING:
+    from gateway.rules import Alert
+
+log = structlog.get_logger(__name__)
+
+_SEVERITY_RANK = {s: n for n, s in enumerate(sla.SEVERITIES)}
+_CREW_MODES = frozenset({"inspection", "maintenance"})
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The configurable side of the rules: limits per district, escalation targets."""
+
+    limits: sla.Limits
+    district_arrival_s: Mapping[str, int] = field(default_factory=dict)
+    alert_webhooks: tuple[str, ...] = ()  # every alert
+    level2_webhooks: tuple[str, ...] = ()  # rescue station, on breach
+    regulator_webhooks: tuple[str, ...] = ()  # on breach and overdue accident reports
+
+    def limits_for(self, district: str | None) -> sla.Limits:
+        arrival = self.district_arrival_s.get(district or "", self.limits.arrival_s)
+        return replace(self.limits, arrival_s=arrival)
+
+
+def new_incident_id(now: datetime) -> str:
+    return f"INC-{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+class IncidentService:
+    def __init__(
+        self, store: Store, policy: Policy, on_outbox: Callable[[], None] = lambda: None
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._on_outbox = on_outbox
+        self._lock = threading.RLock()
+        self._blackbox = BlackBox()
+        # Elevators with an open incident, so most frames cost no database query.
+        self._open_elevators = {
+            i.elevator_id for i in store.list_incidents(state="open", limit=100_000)
+        }
+        metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
+
+    # -- from telemetry (the pipeline's worker thread) ------------------------------------
+    def on_frame(self, frame: Frame) -> None:
+        self._blackbox.record(frame)
+        if frame.elevator_id in self._open_elevators:
+            with self._lock:
+                self._telemetry_on_open(frame)
+
+    def last_frame(self, elevator_id: str) -> dict[str, Any] | None:
+        return self._blackbox.last(elevator_id)
+
+    def on_alert(self, alert: Alert) -> None:
+        with self._lock:
+            if alert.action == "fire":
+                self._open_or_join(
+                    elevator_id=alert.elevator_id, kind=alert.kind, severity=alert.severity,
+                    incident_class=alert.incident_class, rule=alert.rule, source="telemetry",
+                    at=alert.at, by=f"rule {alert.rule}", note=alert.detail, now=alert.at,
+                )  # fmt: skip
+                return
+            incident = self._store.find_open_incident(alert.elevator_id, alert.kind)
+            if incident is not None:
+                what = f"condition of rule {alert.rule} cleared"
+                self._save(incident, state.note(incident, what, "telemetry", alert.at), alert.at)
+
+    # -- from people (the API) -------------------------------------------------------------
+    def report(
+        self,
+        *,
+        elevator_id: str,
+        kind: str,
+        source: str,
+        reported_at: datetime,
+        note: str | None,
+        by: str,
+        now: datetime,
+    ) -> tuple[Incident, bool]:
+        """A report by a person; joins an open incident of that elevator and kind.
+        Returns the incident and whether it is new."""
+        incident_class = "entrapment" if kind == "entrapment" else "fault"
+        with self._lock:
+            return self._open_or_join(
+                elevator_id=elevator_id, kind=kind, severity="critical" if
+                incident_class == "entrapment" else "major", incident_class=incident_class,
+                rule=None, source=source, at=reported_at, by=by, note=note, now=now,
+            )  # fmt: skip
+
+    def get(self, incident_id: str) -> Incident:
+        incident = self._store.get_incident(incident_id)
+        if incident is None:
+            raise NotFound(incident_id)
+        return incident
+
+    def acknowledge(self, incident_id: str, by: str, now: datetime) -> Incident:
+        return self._act(incident_id, now, lambda i: state.acknowledge(i, by, now))
+
+    def dispatch(
+        self, incident_id: str, crew_id: str, company: str | None, by: str, now: datetime
+    ) -> Incident:
+        return self._act(incident_id, now, lambda i: state.dispatch(i, crew_id, company, now, by))
+
+    def arrival(
+        self, incident_id: str, crew_id: str, at: datetime, by: str, now: datetime
+    ) -> Incident:
+        return self._act(
+            incident_id,
+            now,
+            lambda i: state.arrival(i, at, "reported", now, f"{by} (crew {crew_id})"),
+        )
+
+    def release(self, incident_id: str, at: datetime, by: str, now: datetime) -> Incident:
+        return self._act(incident_id, now, lambda i: state.release(i, at, now, by))
+
+    def close(
+        self, incident_id: str, resolution: str, note: str | None, by: str, now: datetime
+    ) -> Incident:
+        return self._act(incident_id, now, lambda i: state.close(i, resolution, note, now, by))
+
+    def regulator_report(self, incident_id: str, at: datetime, by: str, now: datetime) -> Incident:
+        def record(i: Incident) -> Incident:
+            return state.note(
+                replace(i, regulator_reported_at=at), "reported to the regulator", by, now
+            )
+
+        return self._act(incident_id, now, record)
+
+    # -- the ticker --------------------------------------------------------------------------
+    def tick(self, now: datetime) -> int:
+        """Fire every clock that is due; returns how many alerts went out."""
+        fired = 0
+        with self._lock:
+            for incident in self._store.due_incidents(now):
+                fired += self._fire_due(incident, now)
+        return fired
+
+    # -- internals ---------------------------------------------------------------------------
+    def _open_or_join(
+        self,
+        *,
+        elevator_id: str,
+        kind: str,
+        severity: str,
+        incident_class: str,
+        rule: str | None,
+        source: str,
+        at: datetime,
+        by: str,
+        note: str | None,
+        now: datetime,
+    ) -> tuple[Incident, bool]:
+        existing = self._store.find_open_incident(elevator_id, kind)
+        if existing is not None:
+            return self._join(existing, severity, source, at, by, note, now), False
+        registry = self._store.get_elevator(elevator_id) or {}
+        limits = self._policy.limits_for(registry.get("district"))
+        clocks = sla.clocks(at, limits, incident_class)
+        opened_by = f"opened by {by}" + (f": {note}" if note else "")
+        incident = Incident(
+            id=new_incident_id(at), elevator_id=elevator_id, kind=kind, severity=severity,
+            incident_class=incident_class, state="open", rule=rule, source=source,
+            opened_at=at, deadline_at=clocks.deadline_at, warning_at=clocks.warning_at,
+            ack_deadline_at=clocks.ack_deadline_at, report_deadline_at=clocks.report_deadline_at,
+            updated_at=now, site=registry.get("site"), district=registry.get("district"),
+            maintenance_company=registry.get("maintenance_company"),
+            timeline=(TimelineEntry(at, opened_by, by),),
+        )  # fmt: skip
+        incident = replace(
+            incident,
+            sla=sla.sla_status(incident, now),
+            next_due_at=sla.next_due_at(incident, limits.ack_s),
+        )
+        messages = state_messages(incident) + self._alert(incident, "opened", severity, at)
+        if not self._store.insert_incident(incident, messages, now):
+            # Another process opened it first: join theirs.
+            existing = self._store.find_open_incident(elevator_id, kind)
+            assert existing is not None
+            return self._join(existing, severity, source, at, by, note, now), False
+        self._store.add_incident_frames(
+            [self._frame_row(incident.id, f) for f in self._blackbox.recent(elevator_id, at)]
+        )
+        self._open_elevators.add(elevator_id)
+        metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
+        log.info(
+            "incident_opened",
+            incident_id=incident.id,
+            elevator_id=elevator_id,
+            kind=kind,
+            severity=severity,
+            source=source,
+            deadline_at=incident.deadline_at.isoformat(),
+        )
+        self._on_outbox()
+        return incident, True
+
+    def _join(
+        self,
+        incident: Incident,
+        severity: str,
+        source: str,
+        at: datetime,
+        by: str,
+        note: str | None,
+        now: datetime,
+    ) -> Incident:
+        """A second report of an open incident: the earlier time starts the clock, the higher
+        severity wins, and the timeline says who reported what."""
+        changes: dict[str, Any] = {}
+        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[incident.severity]:
+            changes["severity"] = severity
+        if at < incident.opened_at:
+            registry = self._store.get_elevator(incident.elevator_id) or {}
+            limits = self._policy.limits_for(registry.get("district"))
+            clocks = sla.clocks(at, limits, incident.incident_class)
+            changes.update(
+                opened_at=at,
+                deadline_at=clocks.deadline_at,
+                warning_at=clocks.warning_at,
+                ack_deadline_at=clocks.ack_deadline_at,
+                report_deadline_at=clocks.report_deadline_at,
+            )
+        what = f"also reported by {by} ({source}) at {at.isoformat()}" + (
+            f": {note}" if note else ""
+        )
+        updated = state.note(replace(incident, **changes), what, by, now)
+        messages: list[OutboxMessage] = []
+        if "severity" in changes:
+            messages = self._alert(updated, "escalated", updated.severity, now)
+        self._save(incident, updated, now, messages)
+        return updated
+
+    def _act(
+        self, incident_id: str, now: datetime, change: Callable[[Incident], Incident]
+    ) -> Incident:
+        with self._lock:
+            incident = self.get(incident_id)
+            updated = change(incident)
+            self._save(incident, updated, now)
+            return updated
+
+    def _save(
+        self,
+        before: Incident,
+        after: Incident,
+        now: datetime,
+        messages: Sequence[OutboxMessage] = (),
+    ) -> None:
+        after = replace(
+            after,
+            sla=sla.sla_status(after, now),
+            next_due_at=sla.next_due_at(after, self._policy.limits.ack_s),
+        )
+        new_entries = after.timeline[len(before.timeline) :]
+        self._store.save_incident(after, new_entries, [*messages, *state_messages(after)], now)
+        if before.is_open and not after.is_open:
+            self._forget_if_none_open(after.elevator_id)
+        self._on_outbox()
+
+    def _forget_if_none_open(self, elevator_id: str) -> None:
+        if not self._store.open_incidents_of(elevator_id):
+            self._open_elevators.discard(elevator_id)
+            metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
+
+    def _telemetry_on_open(self, frame: Frame) -> None:
+        incidents = self._store.open_incidents_of(frame.elevator_id)
+        if not incidents:
+            self._open_elevators.discard(frame.elevator_id)
+            return
+        self._store.add_incident_frames([
+            self._frame_row(i.id, {"received_at": frame.received_at, "kind": frame.kind,
+                                   "body": _body(frame)}) for i in incidents
+        ])  # fmt: skip
+        body, at = frame.body, frame.received_at
+        crew_seen = (isinstance(body, StatusBody) and body.mode in _CREW_MODES) or (
+            isinstance(body, EventBody) and body.code == "CREW_ON_SITE" and body.state == "raised"
+        )
+        for incident in incidents:
+            updated = incident
+            if crew_seen and incident.arrival_telemetry_at is None and at >= incident.opened_at:
+                updated = state.arrival(updated, at, "telemetry", at, "telemetry")
+            if (
+                isinstance(body, StatusBody) and incident.kind == "entrapment"
+                and incident.released_at is None and body.door_zone and body.door == "open"
+                and not body.occupied
+            ):  # fmt: skip
+                updated = state.release(updated, at, at, "telemetry")
+            if updated is not incident:
+                self._save(incident, updated, at)
+
+    def _fire_due(self, incident: Incident, now: datetime) -> int:
+        updated = incident
+        messages: list[OutboxMessage] = []
+        for due in sla.due(incident, now, self._policy.limits.ack_s):
+            if due.kind == "warning":
+                updated = replace(updated, warned_at=now)
+                what = "warning: no arrival yet"
+            elif due.kind == "breach":
+                updated = replace(updated, breach_alerted_at=now, sla="breached")
+                what = "breach: arrival limit passed; escalated to level 2 and the regulator"
+                metrics.BREACHES.inc()
+                log.warning(
+                    "sla_breached", incident_id=incident.id, elevator_id=incident.elevator_id
+                )
+            elif due.kind == "ack_overdue":
+                updated = replace(updated, ack_alerts=due.level)
+                what = f"not acknowledged: re-alert {due.level} ({due.severity})"
+            else:
+                updated = replace(updated, report_alerted_at=now)
+                what = "accident report to the regulator overdue"
+            updated = state.note(updated, what, "gateway", now)
+            messages += self._alert(updated, due.kind, due.severity, now, due.level)
+        self._save(incident, updated, now, messages)
+        return len(messages)
+
+    def _alert(
+        self, incident: Incident, alert_type: str, severity: str, at: datetime, level: int = 1
+    ) -> list[OutboxMessage]:
+        webhooks = list(self._policy.alert_webhooks)
+        if alert_type == "breach":
+            webhooks += [*self._policy.level2_webhooks, *self._policy.regulator_webhooks]
+        elif alert_type == "report_overdue":
+            webhooks += self._policy.regulator_webhooks
+        payload = alert_payload(incident, alert_type, severity, at, level)
+        return alert_messages(payload, webhooks)
+
+    @staticmethod
+    def _frame_row(incident_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "incident_id": incident_id,
+            "received_at": frame["received_at"],
+            "kind": frame["kind"],
+            "body": json.dumps(frame["body"]),
+        }
+
+
+def _body(frame: Frame) -> dict[str, Any]:
+    if frame.body is None:
+        return {"online": frame.online}
+    return frame.body.model_dump(mode="json")

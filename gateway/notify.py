@@ -1,0 +1,169 @@
+"""Dispatch output (contract §2) and webhooks, delivered from the outbox.
+
+Incident changes write their messages into the outbox in the same transaction as the change;
+`Notifier` drains it in order: MQTT messages are deleted once the broker has acknowledged
+them, webhooks once the receiver answered 2xx (retried with backoff until then). A crash can
+repeat a message (each alert carries an `id` to dedup on), never lose one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+
+from gateway.clock import Clock
+from gateway.incidents.model import Incident, to_json
+from gateway.ingest import Publisher
+from gateway.store import OutboxMessage, Store
+
+log = structlog.get_logger(__name__)
+
+ALERTS_TOPIC = "dispatch/alerts"
+SIGNATURE_HEADER = "X-Gateway-Signature"
+_MAX_BACKOFF = timedelta(minutes=5)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def incident_topic(incident_id: str) -> str:
+    return f"dispatch/incidents/{incident_id}"
+
+
+def state_messages(incident: Incident) -> list[OutboxMessage]:
+    """The retained state; once closed, the final state followed by an empty retained
+    message that removes it from the broker."""
+    topic = incident_topic(incident.id)
+    body = json.dumps(to_json(incident)).encode()
+    messages = [OutboxMessage("mqtt", topic, body, retain=True)]
+    if not incident.is_open:
+        messages.append(OutboxMessage("mqtt", topic, b"", retain=True))
+    return messages
+
+
+def alert_payload(
+    incident: Incident, alert_type: str, severity: str, at: datetime, level: int = 1
+) -> dict[str, Any]:
+    return {
+        "incident_id": incident.id,
+        "elevator_id": incident.elevator_id,
+        "kind": incident.kind,
+        "severity": severity,
+        "rule": incident.rule,
+        "at": _iso(at),
+        "deadline_at": _iso(incident.deadline_at),
+        # additions
+        "id": f"{incident.id}:{alert_type}:{level}",
+        "type": alert_type,
+        "level": level,
+        "site": incident.site,
+        "source": incident.source,
+    }
+
+
+def alert_messages(payload: dict[str, Any], webhooks: Sequence[str] = ()) -> list[OutboxMessage]:
+    body = json.dumps(payload).encode()
+    return [OutboxMessage("mqtt", ALERTS_TOPIC, body)] + [
+        OutboxMessage("webhook", url, body) for url in webhooks
+    ]
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        clock: Clock,
+        webhook_secret: str = "",
+        poll_s: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+        self._secret = webhook_secret
+        self._poll = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=10)
+        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something was added to the outbox."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self.drain_once()  # deliver what is due before stopping; the rest waits in the outbox
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._http.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            try:
+                self.drain_once()
+            except Exception:
+                log.exception("notify_failed")
+
+    def drain_once(self) -> int:
+        """Deliver what is due; returns how many were delivered."""
+        delivered = 0
+        for message in self._store.outbox_due(self._clock.now()):
+            ok = self._mqtt(message) if message.channel == "mqtt" else self._webhook(message)
+            assert message.id is not None
+            if ok:
+                self._store.outbox_done(message.id)
+                delivered += 1
+                continue
+            attempts = message.attempts + 1
+            delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
+            self._store.outbox_retry(message.id, attempts, self._clock.now() + delay)
+            if message.channel == "mqtt":
+                break  # keep MQTT order: nothing after a message that did not go out
+        return delivered
+
+    def _mqtt(self, message: OutboxMessage) -> bool:
+        if not self._publisher.connected:
+            return False
+        return self._publisher.publish(
+            message.target, message.payload, retain=message.retain, wait_s=5
+        )
+
+    def _webhook(self, message: OutboxMessage) -> bool:
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(self._secret, message.payload)
+        try:
+            response = self._http.post(message.target, content=message.payload, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning(
+                "webhook_failed", url=message.target, error=str(exc), attempt=message.attempts + 1
+            )
+            return False
+        if response.is_success:
+            return True
+        log.warning(
+            "webhook_refused",
+            url=message.target,
+            status=response.status_code,
+            attempt=message.attempts + 1,
+        )
+        return False
