@@ -40,7 +40,10 @@ def get_elevator(
     """Registry record plus live state (last frame, online, open incidents)."""
     record = ctx.store.get_elevator(elevator_id)
     live = ctx.live(elevator_id)
-    if record is None and live.get("last_frame") is None:
+    known = (
+        record is not None or live.get("last_frame") is not None or live.get("online") is not None
+    )
+    if not known and not ctx.store.list_incidents(elevator_id=elevator_id, limit=1):
         raise NotFound(elevator_id)
     registry = RegistryRecord.model_validate(
         {k: v for k, v in (record or {}).items() if k in RegistryRecord.model_fields}

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import ANY_ROLE, ROLE_DISPATCHER, Caller, require
 from gateway.api.deps import Context, audit, context, not_in_future
-from gateway.frames import ELEVATOR_ID_RE
+from gateway.frames import ElevatorId
 from gateway.incidents.model import RESOLUTIONS, to_json
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
@@ -25,7 +25,7 @@ class _Body(BaseModel):
 
 
 class ReportBody(_Body):
-    elevator_id: Annotated[str, Field(pattern=ELEVATOR_ID_RE.pattern)]
+    elevator_id: ElevatorId
     kind: Annotated[str, Field(pattern=r"^(entrapment|[A-Z][A-Z0-9_]{1,63})$")]
     source: Literal["phone", "citizen", "property", "other"]
     reported_at: AwareDatetime | None = None
