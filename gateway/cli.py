@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway import logs
-from gateway.settings import ConfigError, load_settings
+from gateway.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(
     help="Elevator telemetry and rescue gateway: MQTT frames in, time series, rescue "
@@ -25,27 +25,70 @@ ConfigOption = Annotated[
 ]
 
 
-@app.callback()
-def _root() -> None:
-    """Keeps `run` a subcommand while it is the only one."""
-
-
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run the gateway in the foreground until SIGTERM or SIGINT, then flush and stop."""
     from gateway.app import Gateway
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = _settings_or_exit(config)
     logs.configure(settings.log_level)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Gateway(settings):
         stop.wait()
+
+
+registry_app = typer.Typer(
+    help="The elevator registry (one elevator, one file).", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("import")
+def registry_import(
+    csv_file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="CSV with a header row: elevator_id and any of "
+            "site, district, address, maintenance_company, "
+            "use_unit, inspection_due, last_maintenance "
+            "(dates as YYYY-MM-DD).",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Create or update registry records from a CSV file; every row is checked first and a
+    bad row stops the import before anything is written."""
+    from gateway.clock import RealClock
+    from gateway.registry import RegistryImportError, read_registry_csv
+    from gateway.store import open_store
+
+    settings = _settings_or_exit(config)
+    try:
+        records = read_registry_csv(csv_file)
+    except RegistryImportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    store = open_store(settings.store_url)
+    now = RealClock().now()
+    created = sum(store.put_elevator(eid, record, now) for eid, record in records)
+    store.close()
+    typer.echo(
+        f"imported {len(records)} elevators ({created} new, {len(records) - created} "
+        f"updated) into {settings.store_url.split('@')[-1]}"
+    )
+
+
+def _settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -86,7 +87,11 @@ def get_black_box(incident_id: str, ctx: Ctx, _caller: Reader) -> list[dict[str,
     """The black box: frames from 120 s before the incident opened and during it."""
     ctx.service.get(incident_id)
     return [
-        {"received_at": f["received_at"].isoformat(), "kind": f["kind"], "body": f["body"]}
+        {
+            "received_at": f["received_at"].isoformat(),
+            "kind": f["kind"],
+            "body": json.loads(f["body"]),
+        }
         for f in ctx.store.incident_frames(incident_id)
     ]
 

@@ -1,0 +1,52 @@
+"""Registry records from a CSV file, validated row by row before anything is written."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+from gateway.frames import ELEVATOR_ID_RE
+from gateway.store import REGISTRY_FIELDS
+
+_DATE_FIELDS = ("inspection_due", "last_maintenance")
+
+
+class RegistryImportError(ValueError):
+    """A row is invalid; the message names the file, line and field."""
+
+
+Record = dict[str, str | date | None]
+
+
+def read_registry_csv(path: Path) -> list[tuple[str, Record]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "elevator_id" not in header:
+            raise RegistryImportError(f"{path}: the header has no elevator_id column")
+        unknown = set(header) - {"elevator_id", *REGISTRY_FIELDS}
+        if unknown:
+            raise RegistryImportError(f"{path}: unknown columns {', '.join(sorted(unknown))}")
+        return [_record(path, reader.line_num, row) for row in reader]
+
+
+def _record(path: Path, line: int, row: dict[str, str]) -> tuple[str, Record]:
+    elevator_id = (row.get("elevator_id") or "").strip()
+    if not ELEVATOR_ID_RE.fullmatch(elevator_id):
+        raise RegistryImportError(
+            f"{path}:{line}: elevator_id {elevator_id!r} is not 1-64 of A-Z a-z 0-9 _ -"
+        )
+    record: Record = {}
+    for field in REGISTRY_FIELDS:
+        value = (row.get(field) or "").strip() or None
+        if value is not None and field in _DATE_FIELDS:
+            try:
+                record[field] = date.fromisoformat(value)
+            except ValueError:
+                raise RegistryImportError(
+                    f"{path}:{line}: {field} {value!r} is not a date (YYYY-MM-DD)"
+                ) from None
+        else:
+            record[field] = value
+    return elevator_id, record
