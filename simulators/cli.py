@@ -1,0 +1,177 @@
+"""`elevator-sim`: run a simulated fleet against a broker, or load-test a broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from gateway.clock import Clock, RealClock, ScaledClock
+from simulators.crew import ApiReporter
+from simulators.fleet import Fleet
+from simulators.labels import LabelWriter
+from simulators.loadgen import run_load
+from simulators.misbehave import MISBEHAVIOURS
+from simulators.mqtt import MqttPublisher
+from simulators.scenario import Scenario, ScenarioError, load_scenario
+
+app = typer.Typer(
+    help="Simulated elevators that speak the gateway's MQTT contract, and a load generator.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+MQTT_URL_HELP = "Broker, mqtt://[user:pass@]host:port (mqtts:// for TLS)."
+
+
+@app.command()
+def run(
+    elevators: Annotated[
+        int | None,
+        typer.Option(help="Number of cars; scales the scenario's mix (default: its own size)."),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (60: an hour a minute).")
+    ] = 1.0,
+    mqtt_url: Annotated[str, typer.Option(help=MQTT_URL_HELP)] = "mqtt://127.0.0.1:1883",
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (overrides the scenario's).")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Write one label per injected fault here (.jsonl, or .csv)."),
+    ] = None,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Scenario YAML (see simulators/scenario.py).")
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many SIMULATED seconds (default: run until Ctrl-C)."),
+    ] = None,
+    connections: Annotated[
+        int, typer.Option(help="MQTT connections the cars share (online topics published by us).")
+    ] = 1,
+    per_car: Annotated[
+        bool,
+        typer.Option(help="One MQTT connection per car, each with its own last will."),
+    ] = False,
+    misbehave: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated misbehaviours to switch on: {', '.join(MISBEHAVIOURS)}."
+        ),
+    ] = None,
+    misbehave_share: Annotated[
+        float, typer.Option(help="Share of the cars that misbehave, with --misbehave.")
+    ] = 0.1,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Gateway base URL: crews report dispatch and arrival there (off if unset)."
+        ),
+    ] = None,
+    api_token: Annotated[
+        str | None, typer.Option(envvar="ELEVATOR_SIM_API_TOKEN", help="Dispatcher bearer token.")
+    ] = None,
+) -> None:
+    """Run a fleet of simulated elevators publishing to an MQTT broker.
+
+    Cars carry passengers by building type and hour, break down at the scenario's rates
+    (entrapments among them), and get crews. Ctrl-C stops cleanly.
+    """
+    try:
+        sc = load_scenario(scenario) if scenario else Scenario()
+    except (ScenarioError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+    if elevators is not None:
+        sc = sc.resized(elevators)
+    if seed is not None:
+        sc = dataclasses.replace(sc, seed=seed)
+    if misbehave:
+        try:
+            sc = dataclasses.replace(
+                sc, misbehave=sc.misbehave.only(misbehave.split(","), misbehave_share)
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--misbehave") from None
+    if api_url and not api_token:
+        raise typer.BadParameter("--api-url needs --api-token", param_hint="--api-token")
+    clock: Clock = ScaledClock(speed, sc.start) if speed != 1 or sc.start else RealClock()
+    reporter = ApiReporter(api_url, api_token or "", clock) if api_url else None
+    publisher = MqttPublisher(mqtt_url, connections=connections, per_car=per_car)
+    writer = LabelWriter(labels) if labels else None
+    fleet = Fleet(sc, clock, publisher, labels=writer, reporter=reporter)
+    try:
+        fleet.start(duration if duration is not None else sc.duration_s)
+    except ConnectionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        with Live(
+            _progress(fleet, speed), console=console, refresh_per_second=4, transient=True
+        ) as live:
+            while fleet.running and not stopping.wait(0.25):
+                live.update(_progress(fleet, speed))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+    console.print(_progress(fleet, speed))
+
+
+def _progress(fleet: Fleet, speed: float) -> Table:
+    s = fleet.stats
+    table = Table(title=f"{len(fleet.units)} elevators at {speed:g}x", show_header=False)
+    hours, rem = divmod(int(s.sim_s), 3600)
+    table.add_row("simulated time", f"{hours} h {rem // 60:02d} min (behind by {s.lag_s:.1f} s)")
+    real_s = s.sim_s / speed if speed else 0
+    rate = s.sent / real_s if real_s else 0.0
+    table.add_row("frames sent", f"{s.sent:,}  ({rate:,.0f}/s real time)")
+    table.add_row("by topic", ", ".join(f"{k} {v:,}" for k, v in sorted(s.frames.items())))
+    faults = ", ".join(f"{k} {v}" for k, v in s.faults.most_common()) or "none yet"
+    table.add_row("faults injected", faults)
+    table.add_row("crew arrivals", str(fleet.crew_arrivals))
+    if s.misbehaved:
+        table.add_row("misbehaved", ", ".join(f"{k} {v:,}" for k, v in s.misbehaved.items()))
+    return table
+
+
+@app.command()
+def load(
+    rate: Annotated[
+        str, typer.Option(help="Frames per second in all, or 'max' for as fast as it goes.")
+    ] = "max",
+    elevators: Annotated[int, typer.Option(help="Distinct elevator ids to publish as.")] = 1000,
+    duration: Annotated[float, typer.Option(help="Wall-clock seconds to publish for.")] = 10.0,
+    processes: Annotated[int, typer.Option(help="Publishing processes.")] = 1,
+    mqtt_url: Annotated[str, typer.Option(help=MQTT_URL_HELP)] = "mqtt://127.0.0.1:1883",
+) -> None:
+    """Publish pre-built valid status frames at QoS 1 and report the rate the broker
+    acknowledged."""
+    try:
+        target = None if rate == "max" else float(rate)
+    except ValueError:
+        raise typer.BadParameter("a number or 'max'", param_hint="--rate") from None
+    try:
+        report = run_load(mqtt_url, target, elevators, duration, processes)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{report.acked:,} of {report.sent:,} frames acknowledged in {report.seconds:.1f} s "
+        f"by {report.processes} process(es): [bold]{report.rate:,.0f} frames/s[/bold]"
+    )
+
+
+def main() -> None:
+    app()
