@@ -115,6 +115,8 @@ def _power_cut(car: Car) -> None:
 
 
 def _overtravel(top: bool) -> Callable[[Car], None]:
+    # A car near its terminal floor loses its position (a slipping encoder) and runs on
+    # until the final limit switch opens the safety chain.
     def start(car: Car) -> None:
         terminal = car.highest if top else car.lowest
         car.pos_m = terminal * FLOOR_HEIGHT_M + (0.4 if top else -0.4)
@@ -169,10 +171,14 @@ _EFFECTS: Final[dict[str, _Effect]] = {
         lambda c: _empty(c) and abs(c.velocity) >= 0.8 * c.rated_speed_mps, _trip, True
     ),
     "OVERTRAVEL_TOP": _Effect(
-        lambda c: _empty(c) and c.velocity > 0 and c.target == c.highest, _overtravel(True), True
+        lambda c: _empty(c) and c.velocity > 0 and c.floor >= c.highest - 2,
+        _overtravel(True),
+        True,
     ),
     "OVERTRAVEL_BOTTOM": _Effect(
-        lambda c: _empty(c) and c.velocity < 0 and c.target == c.lowest, _overtravel(False), True
+        lambda c: _empty(c) and c.velocity < 0 and c.floor <= c.lowest + 2,
+        _overtravel(False),
+        True,
     ),
     "SAFETY_CIRCUIT_OPEN": _Effect(_empty, _trip, True),
     "DOOR_LOCK_FAULT": _Effect(
