@@ -26,6 +26,7 @@ from gateway.incidents.sla import Limits
 from gateway.ingest import MqttSession, Publisher, RawMessage
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
+from gateway.registry import RegistryCache
 from gateway.settings import Settings, parse_tokens
 from gateway.spool import Spool
 from gateway.store import open_store
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
+_REGISTRY_REFRESH_S = 60.0
 
 
 class Gateway:
@@ -45,6 +47,7 @@ class Gateway:
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+        self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -63,10 +66,13 @@ class Gateway:
         )
         self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
         self.incidents = IncidentService(self.store, _policy(s), self.notifier.wake)
+        self.registry = RegistryCache()
+        self.registry.load(self.store.all_elevators())
         self.pipeline = Pipeline(
             self.writer,
             self.deadletter,
             consumers=[self.incidents.on_frame],
+            tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
         )
         self.session = MqttSession(
@@ -138,8 +144,13 @@ class Gateway:
         }
 
     def _tick(self) -> None:
-        """Time-driven work, on the worker thread: the clocks of open incidents."""
-        self.incidents.tick(self.clock.now())
+        """Time-driven work, on the worker thread: the clocks of open incidents, and now and
+        then the registry (another instance's API may have changed it)."""
+        now = self.clock.now()
+        self.incidents.tick(now)
+        if time.monotonic() >= self._registry_refresh_at:
+            self.registry.load(self.store.all_elevators())
+            self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
 
     def _work(self) -> None:
         batch_size = self.settings.batch_size
@@ -185,7 +196,9 @@ class Gateway:
     # -- HTTP ------------------------------------------------------------------------------
     def _start_http(self) -> None:
         s = self.settings
-        context = Context(self.store, self.incidents, self.clock, self.health, self.live)
+        context = Context(
+            self.store, self.incidents, self.clock, self.health, self.live, self.registry.update
+        )
         config = uvicorn.Config(
             create_app(context, parse_tokens(s.tokens)),
             host=s.http_host,

@@ -132,6 +132,7 @@ class MqttSession:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
 
     @property
     def connected(self) -> bool:
@@ -166,12 +167,21 @@ class MqttSession:
         if rc.is_failure:
             log.error("mqtt_connect_refused", client_id=self._client_id, reason=str(rc))
             return
+        # Subscribing again is harmless with a persistent session, and needed without one.
         client.subscribe(self._topics)
-        self._connected.set()
-        metrics.BROKER_UP.set(1)
         log.info(
             "mqtt_connected", client_id=self._client_id, session_present=bool(flags.session_present)
         )
+
+    def _handle_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, codes: list[Any], _p: Any
+    ) -> None:
+        refused = [str(c) for c in codes if c.is_failure]
+        if refused:
+            log.error("mqtt_subscribe_refused", client_id=self._client_id, reasons=refused)
+            return
+        self._connected.set()  # only from now on is nothing published missed
+        metrics.BROKER_UP.set(1)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._connected.clear()

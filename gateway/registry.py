@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.frames import ELEVATOR_ID_RE
 from gateway.store import REGISTRY_FIELDS
+from gateway.tsdb import escape_tag
 
 _DATE_FIELDS = ("inspection_due", "last_maintenance")
 
@@ -50,3 +51,46 @@ def _record(path: Path, line: int, row: dict[str, str]) -> tuple[str, Record]:
         else:
             record[field] = value
     return elevator_id, record
+
+
+class RegistryCache:
+    """What the hot path needs from the registry (site, time-series tags), in memory.
+
+    Refreshed from the store now and then (other instances may change it) and updated at once
+    when this process's API writes a record.
+    """
+
+    def __init__(self) -> None:
+        self._site: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+
+    def load(self, records: list[dict[str, object]]) -> None:
+        site: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        for record in records:
+            eid = str(record["elevator_id"])
+            if record.get("site"):
+                site[eid] = str(record["site"])
+            tags[eid] = _tags(record)
+        self._site, self._tags = site, tags
+
+    def update(self, elevator_id: str, record: dict[str, object]) -> None:
+        if record.get("site"):
+            self._site[elevator_id] = str(record["site"])
+        else:
+            self._site.pop(elevator_id, None)
+        self._tags[elevator_id] = _tags(record)
+
+    def site_of(self, elevator_id: str) -> str | None:
+        return self._site.get(elevator_id)
+
+    def tags_for(self, elevator_id: str) -> str:
+        return self._tags.get(elevator_id, "")
+
+
+def _tags(record: dict[str, object]) -> str:
+    return "".join(
+        f",{key}={escape_tag(str(record[key]))}"
+        for key in ("district", "maintenance_company")
+        if record.get(key)
+    )

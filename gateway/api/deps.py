@@ -29,6 +29,7 @@ class Context:
     clock: Clock
     health: HealthCheck
     live: LiveState
+    registry_changed: Callable[[str, dict[str, Any]], None]
 
 
 def context(request: Request) -> Context:

@@ -68,6 +68,7 @@ def put_elevator(
     caller: Annotated[Caller, Depends(require(ROLE_ADMIN))],
 ) -> dict[str, Any]:
     created = ctx.store.put_elevator(elevator_id, body.model_dump(), ctx.clock.now())
+    ctx.registry_changed(elevator_id, body.model_dump())
     audit(ctx, caller, "registry_put", elevator_id, body.model_dump(mode="json"))
     response.status_code = 201 if created else 200
     return {"elevator_id": elevator_id, **body.model_dump(mode="json")}

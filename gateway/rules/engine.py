@@ -1,0 +1,484 @@
+"""The rule engine: frames and `now` in, alerts out. Pure: no I/O, no threads, no wall clock.
+
+Per elevator and rule an episode runs idle -> pending (condition holds, waiting out `hold`)
+-> firing (one `fire` alert) -> clearing (clear signal held for `clear_hold`) -> idle (one
+`clear` alert). A condition that breaks while pending resets the hold; a clear signal that
+breaks while clearing keeps the episode firing, so a flapping signal alerts once.
+
+Deadlines (holds, clear holds, silence) sit in one heap, so `tick` costs only what is due,
+however many elevators are tracked. Times are float epoch seconds inside.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from gateway.frames import EventBody, Frame, StatusBody
+from gateway.rules.expr import Fn
+from gateway.rules.spec import Rule, RuleSet
+
+_CLASS_BITS: Final = {"entrapment": 1, "accident": 2, "fault": 4, "event": 8}
+_PENDING, _FIRING, _CLEARING = 0, 1, 2
+_NEVER: Final = float("-inf")
+_CYCLE_WINDOW_S: Final = 60.0
+_CYCLE_SLOTS: Final = 16  # door openings remembered: door_cycles_60s counts up to this
+SITE_RULE: Final = "site_power_cut"
+POWER_KIND: Final = "POWER_FAILURE"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A rule's condition completed (`fire`) or stopped (`clear`) for one elevator.
+
+    A site-level power cut alert has `rule` "site_power_cut", kind "power_cut", the site as
+    `elevator_id` and `group` "site:{site}:power_cut"; entrapment alerts of the cars it
+    groups carry the same `group`, and their own POWER_FAILURE alerts are left out.
+    """
+
+    action: Literal["fire", "clear"]
+    elevator_id: str
+    rule: str
+    kind: str
+    severity: str
+    incident_class: str
+    at: datetime
+    group: str | None = None
+    detail: str = ""
+
+
+_STATUS_FIELDS: Final = (
+    "floor",
+    "moving",
+    "direction",
+    "speed_mps",
+    "door",
+    "door_zone",
+    "occupied",
+    "load_pct",
+    "mode",
+    "alarm_button",
+    "power",
+    "safety_circuit",
+)
+
+
+class _Compiled:
+    """A rule prepared for the hot path."""
+
+    __slots__ = (
+        "bit",
+        "clear_fn",
+        "clear_hold",
+        "cond",
+        "escalate",
+        "hold",
+        "id",
+        "on_cleared",
+        "rule",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.id = rule.id
+        self.cond: Fn = rule.condition.fn
+        self.bit = _CLASS_BITS[rule.opens.incident_class]
+        self.hold = rule.hold
+        self.clear_hold = rule.clear_hold
+        self.clear_fn: Fn | None = None if rule.clears in (None, "cleared") else rule.clears.fn  # type: ignore[union-attr]
+        self.on_cleared = rule.clears_on_event
+        self.escalate = rule.escalate
+
+
+class _Episode:
+    __slots__ = ("deadline", "group", "muted", "phase")
+
+    def __init__(self, phase: int, deadline: float) -> None:
+        self.phase = phase
+        self.deadline = deadline
+        self.group: str | None = None
+        self.muted = False  # its fire was covered by a site alert: its clear is too
+
+
+class _Car:
+    """What the engine knows of one elevator; the attributes conditions read."""
+
+    __slots__ = (
+        *_STATUS_FIELDS,
+        "code",
+        "cycles_expire_at",
+        "door_cycles_60s",
+        "door_moved",
+        "door_opens",
+        "elevator_id",
+        "episodes",
+        "last_seen",
+        "moving_at",
+        "occupied_latched",
+        "online",
+        "power_site",
+        "silence_queued",
+        "since_moving_s",
+        "state",
+        "status_seen",
+    )
+
+    def __init__(self, elevator_id: str) -> None:
+        self.elevator_id = elevator_id
+        # Until a status frame says otherwise: a car at rest, nobody seen.
+        self.floor = 0
+        self.moving = False
+        self.direction = "none"
+        self.speed_mps = 0.0
+        self.door = "closed"
+        self.door_zone = True
+        self.occupied = False
+        self.load_pct = 0.0
+        self.mode = "normal"
+        self.alarm_button = False
+        self.power = "mains"
+        self.safety_circuit = "closed"
+        self.status_seen = False
+        self.occupied_latched = False
+        self.door_moved = False  # the door has moved since a passenger was seen behind it
+        self.online = False
+        self.since_moving_s = float("inf")
+        self.moving_at = _NEVER
+        self.door_cycles_60s = 0
+        self.door_opens: array[float] | None = None
+        self.cycles_expire_at = float("inf")
+        self.code = ""
+        self.state = ""
+        self.last_seen = _NEVER
+        self.silence_queued = False
+        self.power_site: str | None = None  # the site it counts towards while off mains
+        self.episodes: dict[str, _Episode] | None = None  # only while a rule is not idle
+
+    def apply_status(self, b: StatusBody, t: float) -> None:
+        door_before = self.door
+        self.floor, self.moving, self.direction = b.floor, b.moving, b.direction
+        self.speed_mps, self.door, self.door_zone = b.speed_mps, b.door, b.door_zone
+        self.occupied, self.load_pct, self.mode = b.occupied, b.load_pct, b.mode
+        self.alarm_button, self.power, self.safety_circuit = b.alarm_button, b.power, b.safety_circuit
+        self.status_seen = True
+        # PIR sensors flicker while people stand still: a passenger seen behind a closed
+        # door stays until the door has moved (open, opening, closing) and nobody is seen.
+        if b.door not in ("closed", "fault"):
+            self.door_moved = True
+        if b.occupied:
+            self.occupied_latched = True
+            if b.door in ("closed", "fault"):
+                self.door_moved = False
+        elif self.door_moved:
+            self.occupied_latched = False
+        if b.moving:
+            self.moving_at = t
+        self.since_moving_s = t - self.moving_at
+        if b.door == "open" and door_before != "open":
+            self._count_opening(t)
+        elif t >= self.cycles_expire_at:
+            self._recount_cycles(t)
+
+    def _count_opening(self, t: float) -> None:
+        opens = self.door_opens
+        if opens is None:
+            opens = self.door_opens = array("d", [_NEVER] * _CYCLE_SLOTS)
+        opens[min(range(_CYCLE_SLOTS), key=opens.__getitem__)] = t  # overwrite the oldest
+        self._recount_cycles(t)
+
+    def _recount_cycles(self, t: float) -> None:
+        recent = [x for x in self.door_opens or () if x > t - _CYCLE_WINDOW_S]
+        self.door_cycles_60s = len(recent)
+        self.cycles_expire_at = min(recent) + _CYCLE_WINDOW_S if recent else float("inf")
+
+
+class _Site:
+    __slots__ = ("grouped", "members")
+
+    def __init__(self) -> None:
+        self.members: set[str] = set()
+        self.grouped = False
+
+
+def _at(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class RuleEngine:
+    def __init__(
+        self, rules: RuleSet, site_of: Callable[[str], str | None] = lambda _e: None
+    ) -> None:
+        self._site_of = site_of
+        self._cars: dict[str, _Car] = {}
+        self._sites: dict[str, _Site] = {}
+        # (deadline, seq, elevator_id, rule id or "" for the silence check)
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._load(rules)
+
+    def _load(self, rules: RuleSet) -> None:
+        self._rules = rules
+        compiled = [_Compiled(r) for r in rules.rules]
+        self._by_id = {c.id: c for c in compiled}
+        self._status = tuple(c for c in compiled if c.rule.stream == "status")
+        self._online = tuple(c for c in compiled if c.rule.stream == "online")
+        events = [c for c in compiled if c.rule.stream == "event"]
+        self._event_any = tuple(c for c in events if c.rule.condition.code is None)
+        self._event_by_code: dict[str, tuple[_Compiled, ...]] = {}
+        for c in events:
+            if c.rule.condition.code is not None:
+                code = c.rule.condition.code
+                self._event_by_code[code] = (*self._event_by_code.get(code, ()), c)
+        self._mutes = tuple(
+            (m.condition.fn, sum(_CLASS_BITS[k] for k in set(m.classes))) for m in rules.mutes
+        )
+        self._silence = rules.settings.silence
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Swap in a new rule set; episodes of rules that did not change go on."""
+        old = self._by_id
+        self._load(rules)
+        kept = {i for i, c in self._by_id.items() if i in old and old[i].rule == c.rule}
+        for car in self._cars.values():
+            if car.episodes:
+                car.episodes = {i: e for i, e in car.episodes.items() if i in kept} or None
+
+    # -- input -----------------------------------------------------------------------------
+    def observe(self, frame: Frame, now: datetime) -> list[Alert]:
+        t = now.timestamp()
+        out: list[Alert] = []
+        car = self._cars.get(frame.elevator_id)
+        if car is None:
+            car = self._cars[frame.elevator_id] = _Car(frame.elevator_id)
+        else:
+            self._catch_up(car, t, out)  # what fell due before this frame happened first
+        body = frame.body
+        if frame.kind == "online":
+            if frame.online:
+                self._seen(car, t, out)
+            else:
+                self._set_online(car, False, t, out)
+        elif isinstance(body, StatusBody):
+            self._seen(car, t, out)
+            car.apply_status(body, t)
+            self._track_power(car, t, out)
+            mask = self._mute_mask(car)
+            for c in self._status:
+                self._level(car, c, not (c.bit & mask) and c.cond(car), t, out)
+        elif isinstance(body, EventBody):
+            self._seen(car, t, out)
+            self._event(car, body, t, out)
+        if car.episodes:
+            self._explicit_clears(car, t, out)
+        return out
+
+    def tick(self, now: datetime) -> list[Alert]:
+        """Fire and clear everything due by `now`."""
+        t = now.timestamp()
+        out: list[Alert] = []
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            deadline, _, elevator_id, rule_id = heapq.heappop(heap)
+            car = self._cars.get(elevator_id)
+            if car is None:
+                continue
+            if rule_id:
+                self._expire(car, rule_id, deadline, out)
+            else:
+                car.silence_queued = False
+                self._check_silence(car, t, out)
+        return out
+
+    # -- time ------------------------------------------------------------------------------
+    def _push(self, deadline: float, elevator_id: str, rule_id: str) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), elevator_id, rule_id))
+
+    def _catch_up(self, car: _Car, t: float, out: list[Alert]) -> None:
+        if car.online and car.last_seen + self._silence <= t:
+            self._check_silence(car, t, out)
+        if car.episodes:
+            due = sorted(
+                (e.deadline, i) for i, e in car.episodes.items() if e.phase != _FIRING
+            )
+            for deadline, rule_id in due:
+                if deadline <= t:
+                    self._expire(car, rule_id, deadline, out)
+
+    def _check_silence(self, car: _Car, t: float, out: list[Alert]) -> None:
+        if not car.online:
+            return
+        silent_at = car.last_seen + self._silence
+        if silent_at <= t:
+            self._set_online(car, False, silent_at, out)
+        elif not car.silence_queued:
+            car.silence_queued = True
+            self._push(silent_at, car.elevator_id, "")
+
+    def _seen(self, car: _Car, t: float, out: list[Alert]) -> None:
+        car.last_seen = t
+        if not car.online:
+            self._set_online(car, True, t, out)
+        if not car.silence_queued:
+            car.silence_queued = True
+            self._push(t + self._silence, car.elevator_id, "")
+
+    def _set_online(self, car: _Car, online: bool, t: float, out: list[Alert]) -> None:
+        if car.online == online:
+            return
+        car.online = online
+        mask = self._mute_mask(car)
+        for c in self._online:
+            self._level(car, c, not (c.bit & mask) and c.cond(car), t, out)
+
+    def _expire(self, car: _Car, rule_id: str, deadline: float, out: list[Alert]) -> None:
+        eps = car.episodes
+        ep = eps.get(rule_id) if eps else None
+        if ep is None or ep.deadline != deadline or ep.phase == _FIRING:
+            return  # stale heap entry: the episode moved on
+        c = self._by_id[rule_id]
+        if ep.phase == _PENDING:
+            ep.phase = _FIRING
+            self._fire(car, c, ep, deadline, out)
+        else:
+            self._end(car, c, ep, deadline, out)
+
+    # -- episodes --------------------------------------------------------------------------
+    def _level(self, car: _Car, c: _Compiled, level: bool, t: float, out: list[Alert]) -> None:
+        """A status/online rule's condition was evaluated."""
+        ep = car.episodes.get(c.id) if car.episodes else None
+        if ep is None:
+            if level:
+                self._start(car, c, t, out)
+        elif ep.phase == _PENDING:
+            if not level:
+                self._drop(car, c.id)
+        elif c.clear_fn is None:
+            self._clear_signal(car, c, ep, not level, t, out)
+
+    def _event(self, car: _Car, body: EventBody, t: float, out: list[Alert]) -> None:
+        car.code, car.state = body.code, body.state
+        mask = self._mute_mask(car)
+        for c in (*self._event_by_code.get(body.code, ()), *self._event_any):
+            ep = car.episodes.get(c.id) if car.episodes else None
+            if not (c.bit & mask) and c.cond(car):
+                if ep is None:
+                    self._start(car, c, t, out)
+                elif ep.phase == _CLEARING and c.on_cleared:
+                    ep.phase = _FIRING
+            elif ep is not None and c.on_cleared and body.state == "cleared":
+                if ep.phase == _PENDING:
+                    self._drop(car, c.id)  # raised and cleared within the hold: chatter
+                else:
+                    self._clear_signal(car, c, ep, True, t, out)
+        car.code = car.state = ""
+
+    def _explicit_clears(self, car: _Car, t: float, out: list[Alert]) -> None:
+        for rule_id, ep in list((car.episodes or {}).items()):
+            c = self._by_id[rule_id]
+            if c.clear_fn is not None and ep.phase != _PENDING:
+                self._clear_signal(car, c, ep, bool(c.clear_fn(car)), t, out)
+
+    def _start(self, car: _Car, c: _Compiled, t: float, out: list[Alert]) -> None:
+        if car.episodes is None:
+            car.episodes = {}
+        ep = car.episodes[c.id] = _Episode(_PENDING, t + c.hold)
+        if c.hold:
+            self._push(ep.deadline, car.elevator_id, c.id)
+        else:
+            ep.phase = _FIRING
+            self._fire(car, c, ep, t, out)
+
+    def _clear_signal(
+        self, car: _Car, c: _Compiled, ep: _Episode, on: bool, t: float, out: list[Alert]
+    ) -> None:
+        if on and ep.phase == _FIRING:
+            ep.phase, ep.deadline = _CLEARING, t + c.clear_hold
+            if c.clear_hold:
+                self._push(ep.deadline, car.elevator_id, c.id)
+            else:
+                self._end(car, c, ep, t, out)
+        elif not on and ep.phase == _CLEARING:
+            ep.phase = _FIRING
+
+    def _drop(self, car: _Car, rule_id: str) -> None:
+        assert car.episodes is not None
+        del car.episodes[rule_id]
+        if not car.episodes:
+            car.episodes = None
+
+    def _fire(self, car: _Car, c: _Compiled, ep: _Episode, t: float, out: list[Alert]) -> None:
+        rule = c.rule
+        severity = rule.opens.severity
+        esc = c.escalate
+        if esc is not None and car.episodes:
+            eps = car.episodes
+            if any(i in eps and eps[i].phase != _CLEARING for i in esc.if_active):
+                severity = esc.severity
+        site = self._sites.get(car.power_site) if car.power_site else None
+        if site is not None and site.grouped:
+            if rule.opens.kind == POWER_KIND:
+                ep.muted = True  # the site-level alert stands for it
+                return
+            if rule.opens.incident_class == "entrapment":
+                ep.group = f"site:{car.power_site}:power_cut"
+        out.append(
+            Alert("fire", car.elevator_id, c.id, rule.opens.kind, severity,
+                  rule.opens.incident_class, _at(t), ep.group, rule.description)
+        )  # fmt: skip
+
+    def _end(self, car: _Car, c: _Compiled, ep: _Episode, t: float, out: list[Alert]) -> None:
+        self._drop(car, c.id)
+        if not ep.muted:
+            o = c.rule.opens
+            out.append(
+                Alert("clear", car.elevator_id, c.id, o.kind, o.severity, o.incident_class,
+                      _at(t), ep.group)
+            )  # fmt: skip
+
+    def _mute_mask(self, car: _Car) -> int:
+        mask = 0
+        for fn, bits in self._mutes:
+            if fn(car):
+                mask |= bits
+        return mask
+
+    # -- site power cut --------------------------------------------------------------------
+    def _track_power(self, car: _Car, t: float, out: list[Alert]) -> None:
+        off_mains = car.power != "mains"
+        if off_mains == (car.power_site is not None):
+            return
+        s = self._rules.settings
+        if off_mains:
+            site_id = self._site_of(car.elevator_id)
+            if site_id is None:
+                return
+            car.power_site = site_id
+            site = self._sites.setdefault(site_id, _Site())
+            site.members.add(car.elevator_id)
+            if not site.grouped and len(site.members) >= s.power_cut_min_elevators:
+                site.grouped = True
+                self._site_alert("fire", site_id, site, t, out)
+            return
+        site_id, car.power_site = car.power_site, None
+        site = self._sites[site_id]  # type: ignore[index]
+        site.members.discard(car.elevator_id)
+        if not site.members:
+            del self._sites[site_id]  # type: ignore[arg-type]
+            if site.grouped:
+                self._site_alert("clear", site_id, site, t, out)  # type: ignore[arg-type]
+
+    def _site_alert(
+        self, action: Literal["fire", "clear"], site_id: str, site: _Site, t: float,
+        out: list[Alert],
+    ) -> None:  # fmt: skip
+        cars = ", ".join(sorted(site.members))
+        detail = f"{len(site.members)} elevators off mains: {cars}" if action == "fire" else ""
+        out.append(
+            Alert(action, site_id, SITE_RULE, "power_cut", self._rules.settings.power_cut_severity,
+                  "fault", _at(t), f"site:{site_id}:power_cut", detail)
+        )  # fmt: skip
