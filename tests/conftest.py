@@ -184,6 +184,8 @@ def gateway_env(tmp_path: Path, broker: Broker, vm: VictoriaMetrics) -> dict[str
     """Environment for an `elevator-gateway run` subprocess on this test's services."""
     env = dict(os.environ)
     env.update(
+        # this checkout's code, whatever an editable install elsewhere points at
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
         GATEWAY_MQTT_URL=broker.url,
         GATEWAY_MQTT_CLIENT_ID="gw-" + uuid.uuid4().hex[:8],
         GATEWAY_TSDB_URL=vm.url,
