@@ -133,7 +133,7 @@ class ApiReporter:
             r.raise_for_status()
             incidents = r.json()
             if incidents:
-                same_kind = [i for i in incidents if i.get("kind") == kind.lower()]
+                same_kind = [i for i in incidents if i.get("kind") == kind]
                 return str((same_kind or incidents)[0]["id"])
         return None
 
