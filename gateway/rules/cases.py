@@ -60,8 +60,12 @@ def _timeline(case: Case) -> list[tuple[float, Frame | None]]:
         (float(s), 0, None) for s in range(math.floor(until) + 1)
     ]
     for i, f in enumerate(frames):
-        if f.status is not None:
-            status[f.elevator] = {**status.get(f.elevator, CASE_STATUS_DEFAULTS), **f.status}
+        # An elevator reports its status from its first frame on (a default one if none).
+        if f.status is not None or (f.elevator not in status and not _stops_beat(f)):
+            status[f.elevator] = {
+                **status.get(f.elevator, CASE_STATUS_DEFAULTS),
+                **(f.status or {}),
+            }
             end = next(
                 (g.at for g in frames[i + 1 :] if g.elevator == f.elevator and _stops_beat(g)),
                 until,
@@ -117,7 +121,11 @@ def _compare(
                 and math.isclose((a.at - START).total_seconds(), e.at, abs_tol=1e-3)
                 and all(
                     want is None or want == got
-                    for want, got in ((e.kind, a.kind), (e.severity, a.severity), (e.group, a.group))
+                    for want, got in (
+                        (e.kind, a.kind),
+                        (e.severity, a.severity),
+                        (e.group, a.group),
+                    )
                 )
             ),
             None,

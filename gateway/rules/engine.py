@@ -164,7 +164,11 @@ class _Car:
         self.floor, self.moving, self.direction = b.floor, b.moving, b.direction
         self.speed_mps, self.door, self.door_zone = b.speed_mps, b.door, b.door_zone
         self.occupied, self.load_pct, self.mode = b.occupied, b.load_pct, b.mode
-        self.alarm_button, self.power, self.safety_circuit = b.alarm_button, b.power, b.safety_circuit
+        self.alarm_button, self.power, self.safety_circuit = (
+            b.alarm_button,
+            b.power,
+            b.safety_circuit,
+        )
         self.status_seen = True
         # PIR sensors flicker while people stand still: a passenger seen behind a closed
         # door stays until the door has moved (open, opening, closing) and nobody is seen.
@@ -302,9 +306,7 @@ class RuleEngine:
         if car.online and car.last_seen + self._silence <= t:
             self._check_silence(car, t, out)
         if car.episodes:
-            due = sorted(
-                (e.deadline, i) for i, e in car.episodes.items() if e.phase != _FIRING
-            )
+            due = sorted((e.deadline, i) for i, e in car.episodes.items() if e.phase != _FIRING)
             for deadline, rule_id in due:
                 if deadline <= t:
                     self._expire(car, rule_id, deadline, out)

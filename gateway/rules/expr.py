@@ -130,13 +130,7 @@ def _all(fs: tuple[Fn, ...]) -> Fn:
         a, b, d = fs
         return lambda c: a(c) and b(c) and d(c)
 
-    def every(c: Any) -> bool:
-        for f in fs:
-            if not f(c):
-                return False
-        return True
-
-    return every
+    return lambda c: all(f(c) for f in fs)
 
 
 def _any(fs: tuple[Fn, ...]) -> Fn:
@@ -144,13 +138,7 @@ def _any(fs: tuple[Fn, ...]) -> Fn:
         a, b = fs
         return lambda c: a(c) or b(c)
 
-    def some(c: Any) -> bool:
-        for f in fs:
-            if f(c):
-                return True
-        return False
-
-    return some
+    return lambda c: any(f(c) for f in fs)
 
 
 _MAKERS: Final[dict[type, Callable[[Fn, Any], Fn]]] = {

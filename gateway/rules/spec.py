@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -90,7 +90,9 @@ class Opens(_Model):
     def _known_kind(cls, kind: str) -> str:
         if kind in KINDS or kind in FAULT_CODES or VENDOR_CODE_RE.fullmatch(kind):
             return kind
-        raise ValueError(f"unknown incident kind {kind!r} (a fault code, X_..., or {sorted(KINDS)})")
+        raise ValueError(
+            f"unknown incident kind {kind!r} (a fault code, X_..., or {sorted(KINDS)})"
+        )
 
 
 class Escalate(_Model):
@@ -241,7 +243,7 @@ class RuleFile(_Model):
 class RuleSet:
     rules: tuple[Rule, ...]
     mutes: tuple[Mute, ...] = ()
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
     cases: tuple[Case, ...] = ()
 
 
@@ -276,7 +278,9 @@ def load_rules(directory: Path = DEFAULT_RULES_DIR) -> RuleSet:
     errors += _cross_check(rules, mutes, cases, settings, where)
     if errors:
         raise RuleError(errors)
-    return RuleSet(tuple(rules), tuple(mutes), settings[0] if settings else Settings(), tuple(cases))
+    return RuleSet(
+        tuple(rules), tuple(mutes), settings[0] if settings else Settings(), tuple(cases)
+    )
 
 
 def _cross_check(
@@ -308,7 +312,7 @@ def _cross_check(
 
 def _parse(path: Path, errors: list[str]) -> tuple[Any, RuleFile] | None:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -327,8 +331,8 @@ def _parse(path: Path, errors: list[str]) -> tuple[Any, RuleFile] | None:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            field = ".".join(str(p) for p in loc)
-            errors.append(f"{path}:{_line(data, loc)}: {field}: {msg}")
+            name = ".".join(str(p) for p in loc)
+            errors.append(f"{path}:{_line(data, loc)}: {name}: {msg}")
         return None
 
 
@@ -368,7 +372,10 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
     result = _Seq(loader.construct_object(n, deep=True) for n in node.value)
-    result.line, result.lines = node.start_mark.line + 1, [n.start_mark.line + 1 for n in node.value]
+    result.line, result.lines = (
+        node.start_mark.line + 1,
+        [n.start_mark.line + 1 for n in node.value],
+    )
     return result
 
 
@@ -380,9 +387,8 @@ def _line(data: Any, loc: tuple[Any, ...]) -> int:
     """The line of the deepest part of `loc` that exists in `data`."""
     line = getattr(data, "line", 1)
     for part in loc:
-        if isinstance(data, _Map) and part in data:
-            line, data = data.lines[part], data[part]
-        elif isinstance(data, _Seq) and isinstance(part, int) and 0 <= part < len(data):
+        in_map = isinstance(data, _Map) and part in data
+        if in_map or (isinstance(data, _Seq) and isinstance(part, int) and 0 <= part < len(data)):
             line, data = data.lines[part], data[part]
         else:
             break
