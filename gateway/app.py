@@ -26,6 +26,7 @@ from gateway.incidents.sla import Limits
 from gateway.ingest import MqttSession, Publisher, RawMessage
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
+from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
 from gateway.settings import Settings, parse_tokens
 from gateway.spool import Spool
@@ -74,6 +75,7 @@ class Gateway:
             consumers=[self.incidents.on_frame],
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
+            limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
         )
         self.session = MqttSession(
             s.mqtt_url,

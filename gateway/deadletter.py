@@ -43,8 +43,12 @@ class DeadLetter:
         self._max_payload = max_payload_bytes
         self._pending: list[Rejected] = []
 
-    def add(self, rejected: Rejected) -> None:
+    def count(self, rejected: Rejected) -> None:
+        """Count a rejection that is not worth a record of its own (a flood's repeats)."""
         metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
+
+    def add(self, rejected: Rejected) -> None:
+        self.count(rejected)
         log.warning(
             "frame_rejected",
             reason=rejected.reason,

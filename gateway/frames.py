@@ -46,11 +46,17 @@ FAULT_CODES: Final = frozenset(
 )
 VENDOR_CODE_RE: Final = re.compile(r"X_[A-Z0-9_]{1,60}")
 
+MAX_DEPTH: Final = 16  # nesting of an event's free-form `detail`
+
 # Every reason a message can be rejected for; each is a label of the rejection counter.
 REASONS: Final = (
     "bad_topic",
+    "rate_limited",
     "oversized",
+    "bad_encoding",
     "bad_json",
+    "too_deep",
+    "bad_id",
     "not_an_object",
     "missing_field",
     "wrong_type",
@@ -73,6 +79,20 @@ def _known_code(code: str) -> str:
     raise PydanticCustomError(
         "unknown_code", "unknown fault code (not in the catalogue, no X_ prefix)"
     )
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _shallow(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    if detail is not None and _depth(detail) > MAX_DEPTH:
+        raise PydanticCustomError("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+    return detail
 
 
 class _Body(BaseModel):
@@ -104,7 +124,7 @@ class StatusBody(_Body):
 class EventBody(_Body):
     code: Annotated[str, AfterValidator(_known_code)]
     state: Literal["raised", "cleared"]
-    detail: dict[str, Any] | None = None
+    detail: Annotated[dict[str, Any] | None, AfterValidator(_shallow)] = None
 
 
 Kind = Literal["status", "event", "online"]
@@ -138,6 +158,7 @@ _PYDANTIC_REASONS: Final = {
     "literal_error": "unknown_enum",
     "enum": "unknown_enum",
     "unknown_code": "unknown_enum",
+    "too_deep": "too_deep",
     "greater_than": "out_of_range",
     "greater_than_equal": "out_of_range",
     "less_than": "out_of_range",
@@ -156,12 +177,20 @@ _PYDANTIC_REASONS: Final = {
 _BODY_MODELS: Final = {"status": StatusBody, "event": EventBody}
 
 
+def elevator_of(topic: str) -> str | None:
+    """The elevator a topic names, if it is one of ours (checked again, fully, by decode)."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "elevators" and ELEVATOR_ID_RE.fullmatch(parts[1]):
+        return parts[1]
+    return None
+
+
 def decode(
     topic: str, payload: bytes, received_at: datetime, max_bytes: int = MAX_PAYLOAD_BYTES
 ) -> Frame | Rejected:
     """Turn one MQTT message into a valid `Frame` or a `Rejected` with its reason."""
-    parts = topic.split("/")
-    if len(parts) != 3 or parts[0] != "elevators" or not ELEVATOR_ID_RE.fullmatch(parts[1]):
+    elevator_id = elevator_of(topic)
+    if elevator_id is None:
         return Rejected(
             "bad_topic",
             f"not elevators/{{id}}/{{kind}}: {topic[:200]!r}",
@@ -170,7 +199,7 @@ def decode(
             received_at,
             None,
         )
-    _, elevator_id, kind = parts
+    kind = topic.rsplit("/", 1)[1]
 
     def reject(reason: str, detail: str) -> Rejected:
         return Rejected(reason, detail, topic, payload, received_at, elevator_id)
@@ -185,6 +214,10 @@ def decode(
     if model is None:
         return reject("bad_topic", f"unknown topic kind {kind!r} (status, event or online)")
 
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return reject("bad_encoding", f"not UTF-8: {exc.reason} at byte {exc.start}")
     try:
         body = model.model_validate_json(payload)
     except ValidationError as exc:
@@ -206,6 +239,10 @@ def _explain(exc: ValidationError) -> tuple[str, str]:
     etype = err["type"]
     if loc == "v" and etype == "literal_error":
         reason = "unsupported_version"
+    elif loc == "elevator_id" and etype in ("string_pattern_mismatch", "string_too_long"):
+        reason = "bad_id"
+    elif etype == "json_invalid" and "recursion limit" in err["msg"]:
+        reason = "too_deep"
     else:
         reason = _PYDANTIC_REASONS.get(etype, "wrong_type")
     return reason, f"{loc}: {err['msg']}" if loc else err["msg"]

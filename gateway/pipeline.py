@@ -16,8 +16,9 @@ import structlog
 from gateway import metrics
 from gateway.deadletter import DeadLetter
 from gateway.dedup import Dedup
-from gateway.frames import MAX_PAYLOAD_BYTES, Frame, Rejected, decode
+from gateway.frames import MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
 from gateway.ingest import AckToken, RawMessage
+from gateway.ratelimit import RateLimiter
 from gateway.spool import Point
 from gateway.tsdb import DurableWriter, to_point
 
@@ -37,12 +38,14 @@ class Pipeline:
         consumers: Sequence[Consumer] = (),
         tags_for: TagsFor = lambda _eid: "",
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._writer = writer
         self._deadletter = deadletter
         self._consumers = tuple(consumers)
         self._tags_for = tags_for
         self._max_payload = max_payload_bytes
+        self._limiter = limiter or RateLimiter(rate=20.0, burst=600.0)
         self._dedup = Dedup()
         self._skewed: set[str] = set()
         self._last_online: dict[str, bool] = {}
@@ -68,6 +71,8 @@ class Pipeline:
 
     def process(self, raw: RawMessage) -> None:
         self._acks.append(raw.ack)
+        if not self._within_rate(raw):
+            return
         result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)
         if isinstance(result, Rejected):
             self._deadletter.add(result)
@@ -88,6 +93,29 @@ class Pipeline:
         self._deadletter.flush()
         acks, self._acks = self._acks, []
         return acks
+
+    def _within_rate(self, raw: RawMessage) -> bool:
+        """Checked before decoding, so a babbling device costs almost nothing. Refusals are
+        all counted; the first of each episode is also logged and dead-lettered."""
+        elevator_id = elevator_of(raw.topic)
+        if elevator_id is None:
+            return True  # decode rejects the topic
+        decision = self._limiter.check(elevator_id, raw.received_at.timestamp())
+        if decision.allowed:
+            return True
+        rejected = Rejected(
+            "rate_limited",
+            "more frames than the per-elevator rate limit",
+            raw.topic,
+            raw.payload,
+            raw.received_at,
+            elevator_id,
+        )
+        if decision.first_refusal:
+            self._deadletter.add(rejected)
+        else:
+            self._deadletter.count(rejected)
+        return False
 
     def _is_new(self, frame: Frame) -> bool:
         body = frame.body

@@ -7,9 +7,10 @@ TOML keys are the variable names without the prefix, in lower case (`mqtt_url = 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
     mqtt_receive_window: int = Field(2000, ge=1, le=65535)
     mqtt_keepalive_s: int = Field(30, ge=5)
+    # TLS for mqtts://: the CA that signed the broker's certificate (system CAs when unset),
+    # and a client certificate and key when the broker requires one.
+    mqtt_ca_file: FilePath | None = None
+    mqtt_cert_file: FilePath | None = None
+    mqtt_key_file: FilePath | None = None
     batch_size: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
     tsdb_timeout_s: float = Field(10.0, gt=0)
@@ -64,6 +70,9 @@ class Settings(BaseSettings):
     regulator_webhooks: list[str] = Field(default_factory=list)
     webhook_secret: str = Field("", description="HMAC-SHA256 key for X-Gateway-Signature")
     tick_interval_s: float = Field(0.25, gt=0)
+    # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
+    rate_limit_per_s: float = Field(20.0, gt=0)
+    rate_limit_burst: int = Field(600, ge=1)
 
     @field_validator("tokens")
     @classmethod
@@ -77,6 +86,17 @@ class Settings(BaseSettings):
         if not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_need_mqtts(self) -> Self:
+        # Certificates with a plain mqtt:// URL would be ignored: refuse rather than run
+        # unencrypted while the operator believes otherwise.
+        tls_files = (self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
+        if any(tls_files) and not self.mqtt_url.startswith("mqtts://"):
+            raise ValueError("mqtt_ca_file, mqtt_cert_file and mqtt_key_file need an mqtts:// URL")
+        if self.mqtt_key_file and not self.mqtt_cert_file:
+            raise ValueError("mqtt_key_file needs mqtt_cert_file")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +122,15 @@ def parse_tokens(value: str) -> dict[str, str]:
             raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         tokens[token] = role
     return tokens
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

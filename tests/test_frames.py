@@ -21,6 +21,13 @@ def _status(**changes: object) -> bytes:
     return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
 
 
+def _nested(levels: int) -> dict[str, object]:
+    detail: dict[str, object] = {}
+    for _ in range(levels - 1):
+        detail = {"a": detail}
+    return detail
+
+
 def _reason(topic: str, payload: bytes) -> str:
     result = decode(topic, payload, NOW)
     assert isinstance(result, Rejected), result
@@ -59,7 +66,7 @@ def test_online(payload: bytes, online: bool) -> None:
         ("elevators/E-1/telemetry", _status(), "bad_topic"),
         (TOPIC, b"x" * (64 * 1024 + 1), "oversized"),
         (TOPIC, b"{nope", "bad_json"),
-        (TOPIC, b"\xff\xfe\xfd", "bad_json"),
+        (TOPIC, b"\xff\xfe\xfd", "bad_encoding"),
         (TOPIC, b"", "bad_json"),
         (TOPIC, b"[1, 2]", "not_an_object"),
         (TOPIC, _status(floor=...), "missing_field"),
@@ -80,10 +87,21 @@ def test_online(payload: bytes, online: bool) -> None:
         ("elevators/E-1/event", event_frame("E-1", 1, "NOT_A_CODE"), "unknown_enum"),
         ("elevators/E-1/event", event_frame("E-1", 1, "OVERSPEED", state="maybe"), "unknown_enum"),
         ("elevators/E-1/online", b"yes", "bad_online_payload"),
+        (TOPIC, _status(elevator_id="E\u00011"), "bad_id"),
+        (TOPIC, _status(elevator_id="E" * 65), "bad_id"),
+        (TOPIC, b'{"v": 1, "elevator_id": "E\xff1"}', "bad_encoding"),
+        (TOPIC, b'{"a":' * 300 + b"1" + b"}" * 300, "too_deep"),
+        ("elevators/E-1/event", event_frame("E-1", 1, "X_A", detail=_nested(17)), "too_deep"),
+        (TOPIC, _status(speed_mps=1e400), "out_of_range"),
     ],
 )
 def test_rejection_reasons(topic: str, payload: bytes, reason: str) -> None:
     assert _reason(topic, payload) == reason
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    payload = event_frame("E-1", 1, "X_A", detail=_nested(16))
+    assert isinstance(decode("elevators/E-1/event", payload, datetime.now(UTC)), Frame)
 
 
 def test_nan_and_infinity_are_out_of_range() -> None:

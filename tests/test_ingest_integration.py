@@ -221,3 +221,25 @@ def _metric(url: str, name: str) -> float | None:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return None
+
+
+def test_a_babbling_device_is_rate_limited_and_others_are_not(
+    gateway_settings, device: Device, vm: VictoriaMetrics, prefix: str
+) -> None:
+    babbler, quiet = f"{prefix}-babble", f"{prefix}-quiet"
+    settings = gateway_settings(rate_limit_per_s=1.0, rate_limit_burst=50)
+    with Gateway(settings) as gw:
+        assert gw.session.wait_connected(10)
+        for seq in range(300):
+            device.publish(f"elevators/{babbler}/status", status_frame(babbler, seq))
+            if seq % 30 == 0:
+                device.publish(f"elevators/{quiet}/status", status_frame(quiet, seq // 30))
+        wait_for(lambda: vm.count("elevator_status_seq", quiet) == 10)
+        stored = vm.count("elevator_status_seq", babbler)
+        assert 50 <= stored < 300
+        wait_for(lambda: gw.store.dead_letter_count() >= 1)
+        records = gw.store.dead_letters(limit=1000)
+        # A record per episode of refusals (one refill a second may start another), not one
+        # per refused frame.
+        assert {(r["reason"], r["elevator_id"]) for r in records} == {("rate_limited", babbler)}
+        assert len(records) <= 1 + (300 - stored) // 10

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from gateway.ratelimit import RateLimiter
+
+
+def test_burst_then_sustained_rate_per_elevator() -> None:
+    limiter = RateLimiter(rate=2.0, burst=5.0)
+    assert all(limiter.check("A", 0.0).allowed for _ in range(5))
+    refused = limiter.check("A", 0.0)
+    assert not refused.allowed and refused.first_refusal
+    again = limiter.check("A", 0.1)
+    assert not again.allowed and not again.first_refusal  # the same episode
+    assert limiter.check("B", 0.1).allowed  # others are not affected
+    assert limiter.check("A", 0.6).allowed  # refilled at 2/s
+    assert not limiter.check("A", 0.6).allowed
+    assert limiter.check("A", 0.6).first_refusal is False
+    assert limiter.check("A", 100.0).allowed  # refills up to the burst only
+    assert sum(limiter.check("A", 100.0).allowed for _ in range(10)) == 4
