@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     deadletter_keep: int = Field(10_000, ge=1)
     max_payload_bytes: int = Field(64 * 1024, ge=1)
     log_level: str = "info"
+    timezone: str = "Asia/Shanghai"  # IANA zone of report periods and monthly buckets
     # Arrival limits per district (seconds); districts not listed use arrival_limit_s.
     district_arrival_limits: dict[str, int] = Field(default_factory=dict)
     alert_webhooks: list[str] = Field(default_factory=list)
