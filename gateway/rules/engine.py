@@ -256,11 +256,13 @@ class RuleEngine:
     def observe(self, frame: Frame, now: datetime) -> list[Alert]:
         t = now.timestamp()
         out: list[Alert] = []
+        # What fell due before this frame happened first, on every car: a site's grouping
+        # must not depend on how often `tick` is called.
+        if self._heap and self._heap[0][0] <= t:
+            self._run_due(t, out)
         car = self._cars.get(frame.elevator_id)
         if car is None:
             car = self._cars[frame.elevator_id] = _Car(frame.elevator_id)
-        else:
-            self._catch_up(car, t, out)  # what fell due before this frame happened first
         body = frame.body
         if frame.kind == "online":
             if frame.online:
@@ -271,9 +273,7 @@ class RuleEngine:
             self._seen(car, t, out)
             car.apply_status(body, t)
             self._track_power(car, t, out)
-            mask = self._mute_mask(car)
-            for c in self._status:
-                self._level(car, c, not (c.bit & mask) and c.cond(car), t, out)
+            self._evaluate(car, self._status, t, out)
         elif isinstance(body, EventBody):
             self._seen(car, t, out)
             self._event(car, body, t, out)
@@ -283,8 +283,11 @@ class RuleEngine:
 
     def tick(self, now: datetime) -> list[Alert]:
         """Fire and clear everything due by `now`."""
-        t = now.timestamp()
         out: list[Alert] = []
+        self._run_due(now.timestamp(), out)
+        return out
+
+    def _run_due(self, t: float, out: list[Alert]) -> None:
         heap = self._heap
         while heap and heap[0][0] <= t:
             deadline, _, elevator_id, rule_id = heapq.heappop(heap)
@@ -294,32 +297,22 @@ class RuleEngine:
             if rule_id:
                 self._expire(car, rule_id, deadline, out)
             else:
-                car.silence_queued = False
-                self._check_silence(car, t, out)
-        return out
+                self._silence_due(car, deadline, out)
 
     # -- time ------------------------------------------------------------------------------
     def _push(self, deadline: float, elevator_id: str, rule_id: str) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), elevator_id, rule_id))
 
-    def _catch_up(self, car: _Car, t: float, out: list[Alert]) -> None:
-        if car.online and car.last_seen + self._silence <= t:
-            self._check_silence(car, t, out)
-        if car.episodes:
-            due = sorted((e.deadline, i) for i, e in car.episodes.items() if e.phase != _FIRING)
-            for deadline, rule_id in due:
-                if deadline <= t:
-                    self._expire(car, rule_id, deadline, out)
-
-    def _check_silence(self, car: _Car, t: float, out: list[Alert]) -> None:
-        if not car.online:
-            return
+    def _silence_due(self, car: _Car, deadline: float, out: list[Alert]) -> None:
+        """A silence timer popped; the car may have been heard from since it was set."""
         silent_at = car.last_seen + self._silence
-        if silent_at <= t:
+        if not car.online:
+            car.silence_queued = False
+        elif silent_at > deadline:
+            self._push(silent_at, car.elevator_id, "")  # later, in time order
+        else:
+            car.silence_queued = False
             self._set_online(car, False, silent_at, out)
-        elif not car.silence_queued:
-            car.silence_queued = True
-            self._push(silent_at, car.elevator_id, "")
 
     def _seen(self, car: _Car, t: float, out: list[Alert]) -> None:
         car.last_seen = t
@@ -333,9 +326,7 @@ class RuleEngine:
         if car.online == online:
             return
         car.online = online
-        mask = self._mute_mask(car)
-        for c in self._online:
-            self._level(car, c, not (c.bit & mask) and c.cond(car), t, out)
+        self._evaluate(car, self._online, t, out)
 
     def _expire(self, car: _Car, rule_id: str, deadline: float, out: list[Alert]) -> None:
         eps = car.episodes
@@ -350,6 +341,18 @@ class RuleEngine:
             self._end(car, c, ep, deadline, out)
 
     # -- episodes --------------------------------------------------------------------------
+    def _evaluate(
+        self, car: _Car, rules: tuple[_Compiled, ...], t: float, out: list[Alert]
+    ) -> None:
+        """Evaluate status/online rules; most are false with no episode, so skip the rest."""
+        mask = self._mute_mask(car)
+        eps = car.episodes
+        for c in rules:
+            level = not (c.bit & mask) and c.cond(car)
+            if level or (eps and c.id in eps):
+                self._level(car, c, level, t, out)
+                eps = car.episodes
+
     def _level(self, car: _Car, c: _Compiled, level: bool, t: float, out: list[Alert]) -> None:
         """A status/online rule's condition was evaluated."""
         ep = car.episodes.get(c.id) if car.episodes else None

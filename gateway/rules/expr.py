@@ -75,10 +75,7 @@ def compile_expr(source: str) -> Expr:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"syntax error in {source!r}: {exc.msg}") from None
-    fn, typ = _compile(tree.body)
-    if typ != _BOOL:
-        raise ExprError(f"{source!r} is not a condition (true or false)")
-    return Expr(source, fn, _pinned_code(tree.body))
+    return Expr(source, _boolean(tree.body), _pinned_code(tree.body))
 
 
 def _pinned_code(node: ast.expr) -> str | None:
@@ -183,6 +180,13 @@ def _name(node: ast.expr, text: str) -> tuple[Fn, str | frozenset[str]]:
 
 
 def _constant(node: ast.expr, typ: str | frozenset[str], name: ast.expr, text: str) -> Any:
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, int | float)
+    ):
+        node = ast.Constant(-node.operand.value)  # a negative number, e.g. a basement floor
     if not isinstance(node, ast.Constant):
         raise ExprError(f"compare a name with a constant: {text!r}")
     value = node.value
