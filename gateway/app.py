@@ -21,14 +21,16 @@ from gateway.api import create_app
 from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.deadletter import DeadLetter
+from gateway.frames import Frame
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
-from gateway.ingest import MqttSession, Publisher, RawMessage
+from gateway.ingest import MqttSession, Publisher, RawMessage, TlsFiles
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
-from gateway.settings import Settings, parse_tokens
+from gateway.rules import RuleEngine, RuleError, load_rules
+from gateway.settings import Settings, parse_tokens, redact_url
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink
@@ -49,10 +51,15 @@ class Gateway:
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
+        self._reload_rules = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
+        return self.start()
+
+    def start(self) -> Self:
         s = self.settings
+        rules = load_rules(s.rules_dir)  # first: a bad rule file must stop us before anything opens
         self.store = open_store(s.store_url)
         sink: Sink = (
             InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
@@ -61,7 +68,8 @@ class Gateway:
         )
         self.spool = Spool(s.spool_dir, s.spool_max_bytes, metrics.SPOOL_DROPPED.inc)
         self.writer = DurableWriter(sink, self.spool, self.clock)
-        self.publisher = Publisher(s.mqtt_url, f"{s.mqtt_client_id}-pub")
+        tls = TlsFiles(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file)
+        self.publisher = Publisher(s.mqtt_url, f"{s.mqtt_client_id}-pub", tls)
         self.deadletter = DeadLetter(
             self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
         )
@@ -69,10 +77,12 @@ class Gateway:
         self.incidents = IncidentService(self.store, _policy(s), self.notifier.wake)
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
+        self.rules = RuleEngine(rules, site_of=self.registry.site_of)
         self.pipeline = Pipeline(
             self.writer,
             self.deadletter,
-            consumers=[self.incidents.on_frame],
+            # The black box records the frame before the rules can open an incident with it.
+            consumers=[self.incidents.on_frame, self._detect],
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
@@ -86,6 +96,7 @@ class Gateway:
             receive_window=s.mqtt_receive_window,
             session_expiry_s=s.mqtt_session_expiry_s,
             keepalive_s=s.mqtt_keepalive_s,
+            tls=tls,
         )
         self.publisher.start()
         self.notifier.start()
@@ -94,10 +105,10 @@ class Gateway:
         self._start_http()
         log.info(
             "gateway_started",
-            mqtt=s.mqtt_url.split("@")[-1],
+            mqtt=redact_url(s.mqtt_url),
             client_id=s.mqtt_client_id,
-            tsdb=s.tsdb_url or "embedded",
-            store=s.store_url.split("@")[-1],
+            tsdb=redact_url(s.tsdb_url) or "embedded",
+            store=redact_url(s.store_url),
         )
         return self
 
@@ -145,10 +156,24 @@ class Gateway:
             "last_frame": self.incidents.last_frame(elevator_id),
         }
 
+    def reload_rules(self) -> None:
+        """Ask for the rule files to be read again (on SIGHUP); done on the worker thread."""
+        self._reload_rules.set()
+
+    def _detect(self, frame: Frame) -> None:
+        for alert in self.rules.observe(frame, frame.received_at):
+            self.incidents.on_alert(alert)
+
     def _tick(self) -> None:
-        """Time-driven work, on the worker thread: the clocks of open incidents, and now and
-        then the registry (another instance's API may have changed it)."""
+        """Time-driven work, on the worker thread: held rule conditions (a trapped car may
+        fall silent), the clocks of open incidents, rule reloads, and now and then the
+        registry (another instance's API may have changed it)."""
         now = self.clock.now()
+        if self._reload_rules.is_set():
+            self._reload_rules.clear()
+            self._swap_rules()
+        for alert in self.rules.tick(now):
+            self.incidents.on_alert(alert)
         self.incidents.tick(now)
         if time.monotonic() >= self._registry_refresh_at:
             self.registry.load(self.store.all_elevators())
@@ -182,6 +207,19 @@ class Gateway:
             ):
                 self._flush()
                 oldest = None
+
+    def _swap_rules(self) -> None:
+        try:
+            rules = load_rules(self.settings.rules_dir)
+        except RuleError as exc:
+            log.error(
+                "rules_reload_refused",
+                errors=[str(e) for e in exc.errors],
+                detail="the previous rules stay in force",
+            )
+            return
+        self.rules.replace_rules(rules)
+        log.info("rules_reloaded", rules=len(rules.rules))
 
     def _flush(self) -> None:
         metrics.QUEUE_DEPTH.set(self._queue.qsize())

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -74,14 +75,18 @@ class BrokerAddress:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """For mqtts://: the CA to verify the broker with (system CAs when None) and an optional
+    client certificate and key."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 def _client(
-    address: BrokerAddress,
-    client_id: str,
-    *,
-    manual_ack: bool,
-    ca_file: str | None = None,
-    cert_file: str | None = None,
-    key_file: str | None = None,
+    address: BrokerAddress, client_id: str, *, manual_ack: bool, tls: TlsFiles
 ) -> paho.Client:
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
@@ -93,7 +98,10 @@ def _client(
         client.username_pw_set(address.username, address.password)
     if address.tls:
         client.tls_set(
-            ca_certs=ca_file, certfile=cert_file, keyfile=key_file, cert_reqs=ssl.CERT_REQUIRED
+            ca_certs=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
         )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
@@ -117,6 +125,7 @@ class MqttSession:
         receive_window: int = 2000,
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
+        tls: TlsFiles = TlsFiles(),
     ) -> None:
         self._address = BrokerAddress.parse(url)
         self._client_id = client_id
@@ -128,7 +137,7 @@ class MqttSession:
         self._props = Properties(PacketTypes.CONNECT)
         self._props.SessionExpiryInterval = session_expiry_s
         self._props.ReceiveMaximum = receive_window
-        self._client = _client(self._address, client_id, manual_ack=True)
+        self._client = _client(self._address, client_id, manual_ack=True, tls=tls)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -202,9 +211,9 @@ class Publisher:
     """A separate connection for what the gateway publishes (dispatch, dead letter), so an
     alert never waits behind ingest backpressure."""
 
-    def __init__(self, url: str, client_id: str) -> None:
+    def __init__(self, url: str, client_id: str, tls: TlsFiles = TlsFiles()) -> None:
         self._address = BrokerAddress.parse(url)
-        self._client = _client(self._address, client_id, manual_ack=False)
+        self._client = _client(self._address, client_id, manual_ack=False, tls=tls)
         self._connected = threading.Event()
         self._client.on_connect = lambda *_a: self._connected.set()
         self._client.on_disconnect = lambda *_a: self._connected.clear()

@@ -6,7 +6,9 @@ killed and restarted on the same port and data.
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 import shutil
 import signal
 import socket
@@ -154,3 +156,78 @@ def make_vm(tmp: Path) -> VictoriaMetrics:
         "-search.disableCache",
     ]
     return VictoriaMetrics(argv, port, tmp)
+
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+
+
+@dataclass
+class SecureBroker(Broker):
+    """Mosquitto run with deploy/'s configuration: passwords, the ACL, optionally TLS."""
+
+    tls_port: int | None = None
+
+    def url_as(self, user: str, password: str, *, tls: bool = False) -> str:
+        port = self.tls_port if tls else self.port
+        scheme = "mqtts" if tls else "mqtt"
+        return f"{scheme}://{user}:{password}@127.0.0.1:{port}"
+
+
+def make_passwd(file: Path, users: list[str]) -> dict[str, str]:
+    """New users in a Mosquitto password file, made by deploy/'s script: {user: password}."""
+    out = subprocess.run(
+        ["sh", str(DEPLOY_DIR / "mosquitto" / "passwd.sh"), str(file), *users],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{Path(_binary('mosquitto_passwd')).parent}:/usr/bin:/bin"},
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def deploy_mosquitto_conf(
+    tmp: Path, port: int, tls_port: int | None = None, certs: Path | None = None
+) -> str:
+    """deploy/mosquitto/mosquitto.conf with only its ports and paths moved into `tmp`; with
+    `tls_port`, its commented TLS section enabled with the files in `certs`."""
+    text = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    replace = {
+        "listener 1883": f"listener {port} 127.0.0.1",
+        "persistence_location ": f"persistence_location {tmp}/",
+        "password_file ": f"password_file {tmp / 'passwd'}",
+        "acl_file ": f"acl_file {DEPLOY_DIR / 'mosquitto' / 'acl'}",
+        "log_dest ": f"log_dest file {tmp / 'mosquitto.log'}",
+    }
+    if tls_port is not None and certs is not None:
+        # Commented-out directives are "#" directly followed by the directive.
+        text = re.sub(r"^#(?=[a-z_]+ )", "", text, flags=re.MULTILINE)
+        replace |= {
+            "listener 8883": f"listener {tls_port} 127.0.0.1",
+            "cafile ": f"cafile {certs / 'ca.crt'}",
+            "certfile ": f"certfile {certs / 'server.crt'}",
+            "keyfile ": f"keyfile {certs / 'server.key'}",
+        }
+    lines = text.splitlines()
+    for start, new in replace.items():
+        hits = [i for i, line in enumerate(lines) if line.startswith(start)]
+        assert len(hits) == 1, f"deploy mosquitto.conf: expected one {start!r} line, got {hits}"
+        lines[hits[0]] = new
+    # Started as root, Mosquitto switches to the `mosquitto` user, which cannot write in a
+    # test's private temp dir: stay the user running the tests.
+    lines.append(f"user {getpass.getuser()}")
+    return "\n".join(lines) + "\n"
+
+
+def make_secure_broker(
+    tmp: Path, users: list[str], certs: Path | None = None
+) -> tuple[SecureBroker, dict[str, str]]:
+    """A Mosquitto on deploy/'s configuration (TLS too when `certs` holds ca.crt, server.crt
+    and server.key), and the passwords of `users`."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    tls_port = free_port() if certs is not None else None
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(deploy_mosquitto_conf(tmp, port, tls_port, certs))
+    passwords = make_passwd(tmp / "passwd", users)
+    broker = SecureBroker([_binary("mosquitto"), "-c", str(conf)], port, tmp, tls_port=tls_port)
+    return broker, passwords
