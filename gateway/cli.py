@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from gateway import logs
+from gateway.rules import RuleError
+from gateway.rules.cli import app as rules_app
 from gateway.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -35,9 +37,19 @@ def run(config: ConfigOption = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with Gateway(settings):
+    try:
+        gateway = Gateway(settings).start()
+    except RuleError as exc:
+        typer.echo(f"error: rule files refused:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    signal.signal(signal.SIGHUP, lambda *_: gateway.reload_rules())
+    try:
         stop.wait()
+    finally:
+        gateway.stop()
 
+
+app.add_typer(rules_app, name="rules")
 
 registry_app = typer.Typer(
     help="The elevator registry (one elevator, one file).", no_args_is_help=True

@@ -70,6 +70,28 @@ def alert_payload(
     }
 
 
+def site_alert_payload(
+    site: str, action: str, severity: str, at: datetime, detail: str, group: str | None
+) -> dict[str, Any]:
+    """A site-level alarm: no incident of its own; each car's incident names the group."""
+    alert_type = "site_power_cut" if action == "fire" else "site_power_restored"
+    return {
+        "incident_id": None,
+        "elevator_id": None,
+        "kind": "power_cut",
+        "severity": severity,
+        "rule": "site_power_cut",
+        "at": _iso(at),
+        "deadline_at": None,
+        "id": f"{group}:{alert_type}:{_iso(at)}",
+        "type": alert_type,
+        "level": 1,
+        "site": site,
+        "group": group,
+        "detail": detail,
+    }
+
+
 def alert_messages(payload: dict[str, Any], webhooks: Sequence[str] = ()) -> list[OutboxMessage]:
     body = json.dumps(payload).encode()
     return [OutboxMessage("mqtt", ALERTS_TOPIC, body)] + [

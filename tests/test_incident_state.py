@@ -183,3 +183,11 @@ def test_closed_incidents_need_no_ticker() -> None:
     closed = _step(make(), "closed", 60)
     assert sla.due(closed, s(99999), LIMITS.ack_s) == []
     assert sla.next_due_at(closed, LIMITS.ack_s) is None
+
+
+def test_faults_have_no_arrival_alarms_but_must_be_acknowledged() -> None:
+    fault = make("fault", kind="DOOR_LOCK_FAULT", severity="major")
+    assert [d.kind for d in sla.due(fault, s(99999), LIMITS.ack_s)] == ["ack_overdue"]
+    assert sla.sla_status(fault, s(99999)) == "pending"
+    arrived = state.arrival(fault, s(2000), "reported", s(2000), "crew")
+    assert arrived.sla == "pending"

@@ -20,7 +20,8 @@ from gateway.frames import EventBody, Frame, StatusBody
 from gateway.incidents import sla, state
 from gateway.incidents.blackbox import BlackBox
 from gateway.incidents.model import Incident, TimelineEntry
-from gateway.notify import alert_messages, alert_payload, state_messages
+from gateway.notify import alert_messages, alert_payload, site_alert_payload, state_messages
+from gateway.rules.engine import SITE_RULE
 from gateway.store import OutboxMessage, Store
 
 if TYPE_CHECKING:
@@ -82,11 +83,15 @@ class IncidentService:
 
     def on_alert(self, alert: Alert) -> None:
         with self._lock:
+            if alert.group is not None and alert.rule == SITE_RULE:
+                self._site_alert(alert)
+                return
             if alert.action == "fire":
                 self._open_or_join(
                     elevator_id=alert.elevator_id, kind=alert.kind, severity=alert.severity,
                     incident_class=alert.incident_class, rule=alert.rule, source="telemetry",
                     at=alert.at, by=f"rule {alert.rule}", note=alert.detail, now=alert.at,
+                    group=alert.group,
                 )  # fmt: skip
                 return
             incident = self._store.find_open_incident(alert.elevator_id, alert.kind)
@@ -178,6 +183,7 @@ class IncidentService:
         by: str,
         note: str | None,
         now: datetime,
+        group: str | None = None,
     ) -> tuple[Incident, bool]:
         existing = self._store.find_open_incident(elevator_id, kind)
         if existing is not None:
@@ -186,6 +192,8 @@ class IncidentService:
         limits = self._policy.limits_for(registry.get("district"))
         clocks = sla.clocks(at, limits, incident_class)
         opened_by = f"opened by {by}" + (f": {note}" if note else "")
+        if group is not None:
+            opened_by += f" (grouped under {group})"
         incident = Incident(
             id=new_incident_id(at), elevator_id=elevator_id, kind=kind, severity=severity,
             incident_class=incident_class, state="open", rule=rule, source=source,
@@ -200,7 +208,10 @@ class IncidentService:
             sla=sla.sla_status(incident, now),
             next_due_at=sla.next_due_at(incident, limits.ack_s),
         )
-        messages = state_messages(incident) + self._alert(incident, "opened", severity, at)
+        # A car of a grouped alarm (a site-wide power cut) gets its incident and clocks, but
+        # dispatch is alerted once, by the site's alert, not once per car.
+        alert = [] if group is not None else self._alert(incident, "opened", severity, at)
+        messages = state_messages(incident) + alert
         if not self._store.insert_incident(incident, messages, now):
             # Another process opened it first: join theirs.
             existing = self._store.find_open_incident(elevator_id, kind)
@@ -341,6 +352,17 @@ class IncidentService:
             messages += self._alert(updated, due.kind, due.severity, now, due.level)
         self._save(incident, updated, now, messages)
         return len(messages)
+
+    def _site_alert(self, alert: Alert) -> None:
+        """One alarm for a site whose elevators lost mains power together."""
+        payload = site_alert_payload(
+            alert.elevator_id, alert.action, alert.severity, alert.at, alert.detail, alert.group
+        )
+        self._store.enqueue(alert_messages(payload, self._policy.alert_webhooks), alert.at)
+        log.warning(
+            "site_power_cut", site=alert.elevator_id, action=alert.action, detail=alert.detail
+        )
+        self._on_outbox()
 
     def _alert(
         self, incident: Incident, alert_type: str, severity: str, at: datetime, level: int = 1

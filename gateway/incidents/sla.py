@@ -42,6 +42,11 @@ class Due:
     level: int  # 1 for the first alert of its kind; ack re-alerts count up
 
 
+# Classes whose incidents run the rescue arrival clock (someone may be in the car); faults
+# get a crew too, but no legal arrival limit, so no warning or breach alarms.
+ARRIVAL_CLASSES: Final = frozenset({"entrapment", "accident"})
+
+
 def clocks(opened_at: datetime, limits: Limits, incident_class: str) -> Clocks:
     return Clocks(
         deadline_at=opened_at + timedelta(seconds=limits.arrival_s),
@@ -52,6 +57,8 @@ def clocks(opened_at: datetime, limits: Limits, incident_class: str) -> Clocks:
 
 
 def sla_status(incident: Incident, now: datetime) -> str:
+    if incident.incident_class not in ARRIVAL_CLASSES:
+        return "pending"
     if incident.arrived_at is not None:
         return "met" if incident.arrived_at < incident.deadline_at else "breached"
     if incident.is_open and now >= incident.deadline_at:
@@ -74,7 +81,7 @@ def due(incident: Incident, now: datetime, ack_s: int) -> list[Due]:
     if not i.is_open:
         return []
     out: list[Due] = []
-    waiting_for_crew = i.arrived_at is None
+    waiting_for_crew = i.arrived_at is None and i.incident_class in ARRIVAL_CLASSES
     if waiting_for_crew and i.warned_at is None and now >= i.warning_at and now < i.deadline_at:
         out.append(Due("warning", raised(i.severity, 0), 1))
     if waiting_for_crew and i.breach_alerted_at is None and now >= i.deadline_at:
@@ -104,7 +111,7 @@ def next_due_at(incident: Incident, ack_s: int) -> datetime | None:
     if not i.is_open:
         return None
     times: list[datetime] = []
-    if i.arrived_at is None:
+    if i.arrived_at is None and i.incident_class in ARRIVAL_CLASSES:
         if i.warned_at is None and i.warning_at < i.deadline_at:
             times.append(i.warning_at)
         if i.breach_alerted_at is None:

@@ -203,6 +203,11 @@ class Store:
             self._add_outbox(conn, messages, now)
 
     # -- outbox --------------------------------------------------------------------------
+    def enqueue(self, messages: Sequence[OutboxMessage], now: datetime) -> None:
+        """Messages that belong to no incident change (e.g. a site-level alarm)."""
+        with self.engine.begin() as conn:
+            self._add_outbox(conn, messages, now)
+
     def outbox_due(self, now: datetime, limit: int = 100) -> list[OutboxMessage]:
         query = (
             select(outbox).where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit)
