@@ -291,9 +291,7 @@ class RuleEngine:
         heap = self._heap
         while heap and heap[0][0] <= t:
             deadline, _, elevator_id, rule_id = heapq.heappop(heap)
-            car = self._cars.get(elevator_id)
-            if car is None:
-                continue
+            car = self._cars[elevator_id]  # cars are never forgotten
             if rule_id:
                 self._expire(car, rule_id, deadline, out)
             else:
