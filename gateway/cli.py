@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway import logs
+from gateway.report_cli import report
 from gateway.rules import RuleError
 from gateway.rules.cli import app as rules_app
 from gateway.settings import ConfigError, Settings, load_settings
@@ -50,6 +51,8 @@ def run(config: ConfigOption = None) -> None:
 
 
 app.add_typer(rules_app, name="rules")
+
+app.command("report")(report)
 
 registry_app = typer.Typer(
     help="The elevator registry (one elevator, one file).", no_args_is_help=True

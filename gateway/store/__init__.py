@@ -6,9 +6,10 @@ All SQL goes through SQLAlchemy expressions, so every value is a bound parameter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from gateway.incidents.model import Incident, TimelineEntry
+from gateway.reports import ModeSample, Notice, OnlineSample
 from gateway.store.schema import (
     audit,
     dead_letter,
     elevators,
     incident_frames,
     incidents,
+    outage_notices,
     outbox,
     telemetry,
     timeline,
@@ -62,6 +65,18 @@ class OutboxMessage:
 
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Fields of the embedded line protocol that reports read. Tags come before fields, so the
+# last match is the field even if a tag value happens to contain the same text.
+_MODE_FIELD = re.compile(r'[ ,]mode="([a-z_]+)"')
+_ONLINE_FIELD = re.compile(r" online=(true|false) \d+$")
+
+
+def _ns_to_datetime(ts_ns: int) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC)
+
+
+def _datetime_to_ns(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000) * 1_000
 
 
 def _engine(url: str) -> Engine:
@@ -143,6 +158,58 @@ class Store:
             query = query.where(telemetry.c.elevator_id == elevator_id)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    def status_modes(self, since: datetime, until: datetime) -> list[ModeSample]:
+        """The `mode` of every embedded status frame with device time in [since, until]."""
+        query = (
+            select(telemetry.c.elevator_id, telemetry.c.ts_ns, telemetry.c.line)
+            .where(telemetry.c.measurement == "elevator_status")
+            .where(telemetry.c.ts_ns.between(_datetime_to_ns(since), _datetime_to_ns(until)))
+            .order_by(telemetry.c.elevator_id, telemetry.c.ts_ns)
+        )
+        with self.engine.connect() as conn:
+            return [
+                ModeSample(r.elevator_id, _ns_to_datetime(r.ts_ns), modes[-1])
+                for r in conn.execute(query)
+                if (modes := _MODE_FIELD.findall(r.line))
+            ]
+
+    def online_changes(self, until: datetime) -> list[OnlineSample]:
+        """Every embedded `online` point up to `until` (they are rare: connects and wills)."""
+        query = (
+            select(telemetry.c.elevator_id, telemetry.c.ts_ns, telemetry.c.line)
+            .where(telemetry.c.measurement == "elevator_online")
+            .where(telemetry.c.ts_ns <= _datetime_to_ns(until))
+            .order_by(telemetry.c.elevator_id, telemetry.c.ts_ns)
+        )
+        with self.engine.connect() as conn:
+            return [
+                OnlineSample(r.elevator_id, _ns_to_datetime(r.ts_ns), m.group(1) == "true")
+                for r in conn.execute(query)
+                if (m := _ONLINE_FIELD.search(r.line))
+            ]
+
+    # -- outage notices ------------------------------------------------------------------
+    def add_outage_notice(self, notice: Notice, recorded_at: datetime, recorded_by: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                insert(outage_notices).values(
+                    elevator_id=notice.elevator_id,
+                    posted_at=notice.posted_at,
+                    reason=notice.reason,
+                    expected_return_at=notice.expected_return_at,
+                    recorded_at=recorded_at,
+                    recorded_by=recorded_by,
+                )
+            ).inserted_primary_key[0]
+
+    def outage_notices(self) -> list[Notice]:
+        query = select(outage_notices).order_by(outage_notices.c.posted_at)
+        with self.engine.connect() as conn:
+            return [
+                Notice(r.elevator_id, r.posted_at, r.reason, r.expected_return_at)
+                for r in conn.execute(query)
+            ]
 
     # -- registry ------------------------------------------------------------------------
     def get_elevator(self, elevator_id: str) -> dict[str, Any] | None:

@@ -179,3 +179,17 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime, nullable=False),
 )
+
+# Public notices of an elevator out of service: why, and when it is expected back.
+outage_notices = Table(
+    "outage_notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("expected_return_at", UtcDateTime),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Index("ix_outage_notices_elevator", "elevator_id", "posted_at"),
+)
