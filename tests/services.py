@@ -21,11 +21,7 @@ from typing import Any
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from gateway.embedded import free_port, mosquitto_config
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -120,27 +116,11 @@ class VictoriaMetrics(ServiceProcess):
         return sum(len(s["values"]) for s in series)
 
 
-MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location {dir}/
-autosave_interval 1
-# Mosquitto's defaults drop data for a fleet: 100 queued messages per offline client.
-max_queued_messages 1000000
-max_queued_bytes 0
-log_dest file {dir}/mosquitto.log
-log_type error
-log_type warning
-log_type notice
-"""
-
-
 def make_broker(tmp: Path) -> Broker:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, dir=tmp))
+    conf.write_text(mosquitto_config(port, tmp))
     return Broker([_binary("mosquitto"), "-c", str(conf)], port, tmp)
 
 
@@ -231,3 +211,25 @@ def make_secure_broker(
     passwords = make_passwd(tmp / "passwd", users)
     broker = SecureBroker([_binary("mosquitto"), "-c", str(conf)], port, tmp, tls_port=tls_port)
     return broker, passwords
+
+
+def make_pki(directory: Path, client_cn: str) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate for
+    `client_cn`, made with the openssl CLI: ca.crt, server.crt/.key, client.crt/.key."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(args: str) -> None:
+        argv = [_binary("openssl"), *args.split()]
+        subprocess.run(argv, cwd=directory, check=True, capture_output=True)
+
+    new_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    openssl(f"req -x509 {new_key} -subj /CN=test-CA -days 2 -keyout ca.key -out ca.crt")
+    leaves = {"server": ("127.0.0.1", "subjectAltName=IP:127.0.0.1"), "client": (client_cn, "")}
+    for stem, (subject, extensions) in leaves.items():
+        (directory / f"{stem}.ext").write_text(extensions + "\n")
+        openssl(f"req {new_key} -subj /CN={subject} -keyout {stem}.key -out {stem}.csr")
+        openssl(
+            f"x509 -req -in {stem}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+            f"-extfile {stem}.ext -out {stem}.crt"
+        )
+    return directory

@@ -4,27 +4,35 @@ dashboard, systemd unit and example TOML are parsed and checked against the sett
 
 from __future__ import annotations
 
-import ipaddress
+import configparser
+import json
+import re
+import shutil
 import ssl
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
 from gateway.app import Gateway
-from gateway.settings import ConfigError, load_settings
+from gateway.settings import ConfigError, Settings, load_settings
 from tests.conftest import status_frame
-from tests.services import SecureBroker, free_port, make_secure_broker, wait_for
+from tests.services import (
+    DEPLOY_DIR,
+    SecureBroker,
+    free_port,
+    make_pki,
+    make_secure_broker,
+    wait_for,
+)
 
 GATEWAY_USER = "elevator-gateway"
 USERS = ["E1", "E2", GATEWAY_USER]
@@ -85,58 +93,9 @@ class Client:
 Connect = Callable[[str | None, str | None], Client]
 
 
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = None,
-    san: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, signing_key = issuer or (name, key)
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def make_pki(directory: Path) -> Path:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate for the
-    gateway: ca.crt, server.crt/.key, client.crt/.key in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("test CA", ca_key)
-    leaves = {
-        "server": ("127.0.0.1", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-        "client": (GATEWAY_USER, None),
-    }
-    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for stem, (subject, san) in leaves.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(subject, key, (ca.subject, ca_key), san)
-        (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{stem}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return directory
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+    return make_pki(tmp_path_factory.mktemp("pki"), client_cn=GATEWAY_USER)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +217,171 @@ def test_tls_settings_fail_fast(certs: Path, overrides: dict[str, str], message:
     values = {k: certs / v if k.endswith("_file") else v for k, v in overrides.items()}
     with pytest.raises(ConfigError, match=message):
         load_settings(**values)
+
+
+# -- compose, Grafana, systemd, example TOML: parsed and checked ---------------------------------
+# The contract's measurements (§4) and their fields, which the dashboard may query.
+MEASUREMENTS = {
+    "elevator_status": {
+        "floor", "moving", "direction", "speed_mps", "door", "door_code", "door_zone",
+        "occupied", "load_pct", "mode", "alarm_button", "power", "safety_circuit", "seq",
+        "rx_lag_ms",
+    },
+    "elevator_event": {"seq", "detail", "rx_lag_ms"},
+    "incident": {"state", "arrival_s", "breached"},
+}  # fmt: skip
+
+
+def _yaml(relative: str) -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY_DIR / relative).read_text())
+
+
+def test_compose_services_volumes_and_gateway_settings() -> None:
+    compose = _yaml("compose.yaml")
+    services = compose["services"]
+    assert set(services) == {"mosquitto", "gateway", "influxdb", "grafana", "postgres"}
+
+    def mounts(service: str) -> dict[str, str]:
+        """container path -> source (a named volume or a path relative to deploy/)."""
+        pairs = (v.split(":")[:2] for v in services[service]["volumes"])
+        return {target: source for source, target in pairs}
+
+    # Everything that must survive a container replacement is on a named volume.
+    named = set(compose["volumes"])
+    for service, path in [
+        ("mosquitto", "/var/lib/mosquitto"),
+        ("influxdb", "/var/lib/influxdb2"),
+        ("postgres", "/var/lib/postgresql/data"),
+        ("grafana", "/var/lib/grafana"),
+        ("gateway", "/var/lib/elevator-gateway"),
+    ]:
+        assert mounts(service)[path] in named, f"{service}: {path} is not on a named volume"
+    # Mosquitto runs deploy/'s own files, at the paths its config names.
+    conf = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    mosquitto = mounts("mosquitto")
+    assert mosquitto["/mosquitto/config/mosquitto.conf"] == "./mosquitto/mosquitto.conf"
+    for key, source in [("acl_file", "./mosquitto/acl"), ("password_file", "./mosquitto/passwd")]:
+        target = re.search(rf"^{key} (\S+)", conf, re.MULTILINE)
+        assert target is not None and mosquitto[target.group(1)] == source
+    assert "persistence true" in conf.splitlines()
+    assert re.search(r"^persistence_location /var/lib/mosquitto/?$", conf, re.MULTILINE)
+    # Bind-mounted files exist (except the secrets an operator makes from the examples).
+    made_by_operator = {"./mosquitto/passwd", "./mosquitto/certs"}
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./") and source not in made_by_operator:
+                assert (DEPLOY_DIR / source).exists(), source
+
+    gateway = services["gateway"]
+    assert (DEPLOY_DIR / gateway["build"]["context"] / gateway["build"]["dockerfile"]).is_file()
+    env = gateway["environment"]
+    fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, f"not settings: {sorted(set(env) - fields)}"
+    assert env["GATEWAY_STORE_URL"].startswith("postgresql://")
+    assert env["GATEWAY_TSDB_URL"] == "http://influxdb:8086"
+    influxdb = services["influxdb"]["environment"]
+    assert env["GATEWAY_TSDB_ORG"] == influxdb["DOCKER_INFLUXDB_INIT_ORG"]
+    assert env["GATEWAY_TSDB_BUCKET"] == influxdb["DOCKER_INFLUXDB_INIT_BUCKET"]
+    # Secrets come from deploy/.env, never from the file itself.
+    for name in ["GATEWAY_MQTT_URL", "GATEWAY_TSDB_TOKEN", "GATEWAY_STORE_URL", "GATEWAY_TOKENS"]:
+        assert "${" in env[name], name
+    example_env = (DEPLOY_DIR / ".env.example").read_text()
+    for variable in set(re.findall(r"\$\{(\w+)", (DEPLOY_DIR / "compose.yaml").read_text())):
+        assert variable == "GATEWAY_CONFIG" or f"\n{variable}=" in example_env, variable
+
+
+def test_grafana_provisioning_and_dashboard() -> None:
+    datasource = _yaml("grafana/provisioning/datasources/influxdb.yaml")["datasources"][0]
+    assert datasource["type"] == "influxdb"
+    assert datasource["jsonData"]["version"] == "Flux"
+    assert datasource["secureJsonData"]["token"] == "$INFLUXDB_TOKEN"
+    provider = _yaml("grafana/provisioning/dashboards/elevators.yaml")["providers"][0]
+    compose = _yaml("compose.yaml")["services"]["grafana"]
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in compose["volumes"]
+
+    dashboard = json.loads((DEPLOY_DIR / "grafana" / "dashboards" / "elevators.json").read_text())
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", dashboard["uid"])
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["title"]
+    queried: dict[str, set[str]] = {m: set() for m in MEASUREMENTS}
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in dashboard["panels"]:
+        assert panel["title"] and panel["type"]
+        assert set(panel["gridPos"]) == {"x", "y", "w", "h"}
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            query = target["query"]
+            assert query.startswith('from(bucket: "${bucket}")'), panel["title"]
+            assert "v.timeRangeStart" in query
+            measurements = re.findall(r'r\._measurement == "(\w+)"', query)
+            assert measurements and set(measurements) <= set(MEASUREMENTS), panel["title"]
+            for field in re.findall(r'r\._field == "(\w+)"', query):
+                assert any(field in MEASUREMENTS[m] for m in measurements), (panel["title"], field)
+                for m in measurements:
+                    queried[m].add(field)
+    assert all(queried.values()), f"a measurement without a panel: {queried}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["bucket"]["query"] == Settings.model_fields["tsdb_bucket"].default
+    assert variables["elevator_id"]["datasource"]["uid"] == datasource["uid"]
+
+
+def test_example_toml_lists_every_setting_and_loads() -> None:
+    path = DEPLOY_DIR / "gateway.example.toml"
+    listed = set(re.findall(r"^(?:# )?(\w+) = ", path.read_text(), re.MULTILINE))
+    assert listed == set(Settings.model_fields), (
+        f"missing: {sorted(set(Settings.model_fields) - listed)}, "
+        f"unknown: {sorted(listed - set(Settings.model_fields))}"
+    )
+    settings = load_settings(path)
+    # What a fresh install must not start with: secrets in the file, a public API.
+    assert settings.tokens == ""
+    assert settings.http_host == "127.0.0.1"
+    assert settings.spool_dir == Path("/var/lib/elevator-gateway/spool")
+
+
+def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
+    unit_file = DEPLOY_DIR / "systemd" / "elevator-gateway.service"
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    unit.read_string(unit_file.read_text())
+    service = unit["Service"]
+    expected = {
+        "DynamicUser": "yes",
+        "StateDirectory": "elevator-gateway",
+        "ProtectSystem": "strict",
+        "ReadWritePaths": "/var/lib/elevator-gateway",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "Restart": "on-failure",
+        "KillSignal": "SIGTERM",
+        "CapabilityBoundingSet": "",
+    }
+    assert {k: service.get(k) for k in expected} == expected
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    assert "@system-service" in unit_file.read_text()
+    assert int(service["TimeoutStopSec"]) >= 2 * Settings.model_fields["tsdb_timeout_s"].default
+    # The spool and SQLite paths of the example config are the writable state directory.
+    example = load_settings(DEPLOY_DIR / "gateway.example.toml")
+    state = Path(service["ReadWritePaths"])
+    assert example.spool_dir.is_relative_to(state)
+    assert example.store_url == f"sqlite:///{state / 'gateway.db'}"
+    assert service["ExecStart"].split()[1:] == [
+        "run", "--config", "/etc/elevator-gateway/gateway.toml",
+    ]  # fmt: skip
+
+    systemd_analyze = shutil.which("systemd-analyze")
+    if systemd_analyze is not None:
+        # systemd's own parser; the executable must exist, so point it at this install's.
+        executable = shutil.which("elevator-gateway")
+        assert executable is not None
+        copy = tmp_path / unit_file.name
+        copy.write_text(unit_file.read_text().replace(service["ExecStart"].split()[0], executable))
+        result = subprocess.run(
+            [systemd_analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True
+        )
+        assert (result.returncode, result.stdout + result.stderr) == (0, "")
