@@ -239,7 +239,7 @@ def _company_bars(groups: Sequence[GroupFigures], group_by: str) -> str:
 
 def _monthly(months: Sequence[GroupFigures]) -> str:
     width, height, left, bottom, top = 720, 240, 40, 40, 20
-    step = (width - left - 40) / max(len(months), 1)
+    step = min((width - left - 40) / max(len(months), 1), 90.0)
     peak = max((m.incidents for m in months), default=0) or 1
     plot_h = height - bottom - top
     body = [

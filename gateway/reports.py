@@ -310,11 +310,16 @@ def _group_key(group_by: GroupBy, registry: Registry) -> Callable[[Incident], st
     return key
 
 
+def _chronological(incident: Incident) -> tuple[datetime, str]:
+    """A stable order whatever order the store returned: opening time, then id."""
+    return incident.opened_at, incident.id
+
+
 def _grouped(
     incidents: Iterable[Incident], key: Callable[[Incident], str | None]
 ) -> list[tuple[str | None, list[Incident]]]:
     groups: dict[str | None, list[Incident]] = {}
-    for incident in incidents:
+    for incident in sorted(incidents, key=_chronological):
         groups.setdefault(key(incident), []).append(incident)
     return sorted(groups.items(), key=lambda kv: str(kv[0]))
 
@@ -462,7 +467,7 @@ def breaches(incidents: Iterable[Incident]) -> list[Breach]:
             i.arrived_at,
             i.arrival_s,
         )
-        for i in sorted(filter(counted, incidents), key=lambda i: i.opened_at)
+        for i in sorted(filter(counted, incidents), key=_chronological)
         if i.sla == "breached"
     ]
 
@@ -715,7 +720,7 @@ def accidents_unreported(
             i.report_deadline_at,
             i.regulator_reported_at,
         )
-        for i in sorted(incidents, key=lambda i: i.opened_at)
+        for i in sorted(incidents, key=_chronological)
         if i.incident_class == "accident"
         and not i.drill
         and i.report_deadline_at is not None
