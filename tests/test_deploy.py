@@ -8,6 +8,7 @@ import configparser
 import json
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from tests.services import (
     DEPLOY_DIR,
     SecureBroker,
     free_port,
+    make_passwd,
     make_pki,
     make_secure_broker,
     wait_for,
@@ -157,6 +159,26 @@ def test_bad_credentials_are_refused(
     client = connect(user, password)
     # Mosquitto 2.0 refuses all of these with "Not authorized" rather than 0x86.
     assert client.wait_connack() == NOT_AUTHORIZED
+
+
+def test_password_rotation_with_sighup(tmp_path: Path) -> None:
+    """OPERATIONS.md's rotation: passwd.sh for the device, then SIGHUP to Mosquitto."""
+    broker, old = make_secure_broker(tmp_path, ["E1", "E2"])
+    broker.start()
+    clients = [Client(broker.port, "E1", old["E1"]), Client(broker.port, "E2", old["E2"])]
+    try:
+        assert [c.wait_connack() for c in clients] == [0, 0]
+        new = make_passwd(tmp_path / "passwd", ["E1"])
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        assert clients[0].disconnected.wait(10), "E1 still connected with its old password"
+        clients += [Client(broker.port, "E1", old["E1"]), Client(broker.port, "E1", new["E1"])]
+        assert [c.wait_connack() for c in clients[2:]] == [NOT_AUTHORIZED, 0]
+        assert not clients[1].disconnected.is_set()
+    finally:
+        for client in clients:
+            client.close()
+        broker.stop()
 
 
 # -- TLS: the gateway on mqtts:// with a client certificate ------------------------------------
