@@ -9,11 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api import elevators, incidents, reports
+from gateway.api import elevators, events, fleet, incidents, reports
 from gateway.api.auth import TokenBook
 from gateway.api.deps import Context
 from gateway.incidents.service import NotFound
 from gateway.incidents.state import TransitionError
+from gateway.web import pages
 
 
 def _field_message(errors: list[dict[str, Any]]) -> str:
@@ -59,4 +60,7 @@ def create_app(context: Context, tokens: dict[str, str]) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(elevators.router)
     app.include_router(reports.router)
+    app.include_router(events.router)
+    app.include_router(fleet.router)
+    app.include_router(pages.router)
     return app

@@ -1,5 +1,11 @@
 """Bearer tokens with one role each. Tokens are kept only as SHA-256 digests and compared in
-constant time; logs and the audit trail see a short token id, never the token."""
+constant time; logs and the audit trail see a short token id, never the token.
+
+The dispatch console's pages carry the same token in an HttpOnly, SameSite=Strict cookie
+instead of a header, so page scripts never hold it. A request without an `Authorization`
+header is identified by that cookie; a state-changing one must also carry `CSRF_HEADER`,
+which a cross-site form cannot send and a cross-site script cannot send without a CORS
+preflight this server never grants."""
 
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ ROLE_DISPATCHER = "dispatcher"
 ROLE_REGULATOR = "regulator"
 ROLE_ADMIN = "admin"
 ANY_ROLE = (ROLE_DISPATCHER, ROLE_REGULATOR, ROLE_ADMIN)
+TOKEN_COOKIE = "gateway_token"
+CSRF_HEADER = "x-gateway-console"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +53,28 @@ class TokenBook:
         return found
 
 
+def identify(request: Request) -> Caller | None:
+    """The caller of a request: by its bearer token or, without an `Authorization` header,
+    by the console's cookie (plus `CSRF_HEADER` on state-changing methods)."""
+    book: TokenBook = request.app.state.tokens
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return book.identify(token.strip()) if scheme.lower() == "bearer" else None
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        return None
+    if request.method not in _SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+        return None
+    return book.identify(token)
+
+
 def require(*roles: str) -> Callable[[Request], Caller]:
     """A dependency that admits callers holding one of `roles` (401 without a valid token,
     403 with a token of another role)."""
 
     def dependency(request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        caller = (
-            request.app.state.tokens.identify(token.strip()) if scheme.lower() == "bearer" else None
-        )
+        caller = identify(request)
         if caller is None:
             raise HTTPException(
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}

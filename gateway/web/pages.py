@@ -1,0 +1,153 @@
+"""The dispatch console's pages: server-rendered shells whose scripts call the JSON API.
+
+Pages are identified by the token cookie `login` sets (see `gateway.api.auth`); the role
+decides which pages open and whether action buttons are drawn (the API refuses the actions
+of other roles anyway).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from gateway.api.auth import (
+    ANY_ROLE,
+    CSRF_HEADER,
+    ROLE_ADMIN,
+    ROLE_DISPATCHER,
+    ROLE_REGULATOR,
+    TOKEN_COOKIE,
+    Caller,
+    identify,
+)
+from gateway.frames import ELEVATOR_ID_RE
+from gateway.incidents.model import RESOLUTIONS
+from gateway.reports import SECTIONS
+from gateway.web.strings import LANGUAGES, STRINGS
+
+_HERE: Final = Path(__file__).parent
+LANG_COOKIE: Final = "lang"
+_MAX_FORM_BYTES: Final = 4096
+_HOME: Final = {ROLE_DISPATCHER: "/board", ROLE_REGULATOR: "/regulator", ROLE_ADMIN: "/fleet"}
+# Where `next` may send a caller after login: our own pages only (no open redirect).
+_PAGE_PATH: Final = re.compile(rf"/(board|fleet|regulator|elevators/{ELEVATOR_ID_RE.pattern})")
+
+router = APIRouter(include_in_schema=False)
+router.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+_templates = Jinja2Templates(directory=_HERE / "templates")
+
+
+def _language(request: Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    return "zh" if "zh" in request.headers.get("accept-language", "").lower() else "en"
+
+
+def _render(
+    request: Request,
+    template: str,
+    caller: Caller | None,
+    status_code: int = 200,
+    **values: Any,
+) -> Response:
+    lang = _language(request)
+    page = {
+        "lang": lang,
+        "t": STRINGS[lang],
+        "caller": caller,
+        "can_act": caller is not None and caller.role == ROLE_DISPATCHER,
+        "csrf_header": CSRF_HEADER,
+        "lang_cookie": LANG_COOKIE,
+        "other_lang": next(code for code in LANGUAGES if code != lang),
+    }
+    response = _templates.TemplateResponse(
+        request, template, page | values, status_code=status_code
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page(request: Request, template: str, roles: tuple[str, ...], **values: Any) -> Response:
+    """The page for a caller with one of `roles`; others are sent to log in or refused."""
+    caller = identify(request)
+    if caller is None:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    if caller.role not in roles:
+        return _render(request, "denied.html", caller, status_code=403)
+    return _render(request, template, caller, **values)
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    caller = identify(request)
+    return RedirectResponse(_HOME[caller.role] if caller else "/login", status_code=303)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "") -> Response:
+    return _render(request, "login.html", None, next=next, failed=False)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Form post of `token` (and `next`): sets the token cookie and goes to the role's page."""
+    form = parse_qs((await request.body())[:_MAX_FORM_BYTES].decode(errors="replace"))
+    token = form.get("token", [""])[0].strip()
+    target = form.get("next", [""])[0]
+    caller = request.app.state.tokens.identify(token) if token else None
+    if caller is None:
+        return _render(request, "login.html", None, status_code=401, next=target, failed=True)
+    if _PAGE_PATH.fullmatch(target) is None:
+        target = _HOME[caller.role]
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        TOKEN_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/board")
+def board(request: Request) -> Response:
+    return _page(request, "board.html", ANY_ROLE, resolutions=RESOLUTIONS)
+
+
+@router.get("/fleet")
+def fleet(request: Request) -> Response:
+    return _page(request, "fleet.html", ANY_ROLE)
+
+
+@router.get("/elevators/{elevator_id}")
+def elevator(request: Request, elevator_id: str) -> Response:
+    if ELEVATOR_ID_RE.fullmatch(elevator_id) is None:
+        return Response("unknown elevator id", status_code=404)
+    return _page(request, "elevator.html", ANY_ROLE, elevator_id=elevator_id)
+
+
+@router.get("/regulator")
+def regulator(request: Request) -> Response:
+    return _page(
+        request,
+        "regulator.html",
+        (ROLE_REGULATOR, ROLE_ADMIN),
+        sections=[name for name in SECTIONS if name != "response-times"],
+    )

@@ -1,0 +1,253 @@
+// The dispatch board: open incidents from the server-sent event stream, each with its
+// countdown to the arrival deadline, and (for dispatchers) the actions that move it along.
+"use strict";
+
+const STATES = ["open", "acknowledged", "dispatched", "arrived", "released", "closed"];
+const CLOCKED = new Set(["entrapment", "accident"]); // classes with a legal arrival limit
+const REALERT_MS = 30000;
+
+const board = document.getElementById("board");
+const cardTemplate = document.getElementById("card");
+const canAct = document.body.dataset.canAct === "true";
+const items = new Map(); // incident id -> {incident, elevator}
+const cards = new Map(); // incident id -> its <article>
+const alarmed = new Set(); // ids whose arrival has already sounded
+let offsetMs = 0; // gateway clock minus this browser's clock
+let audio = null;
+
+function now() {
+  return Date.now() + offsetMs;
+}
+
+function syncClock(iso) {
+  offsetMs = new Date(iso).getTime() - Date.now();
+}
+
+// -- sound: a short two-tone beep from the Web Audio API (browsers allow it after a click) --
+const soundButton = document.getElementById("sound");
+soundButton.addEventListener("click", () => {
+  audio = audio || new AudioContext();
+  audio.resume();
+  soundButton.textContent = t("sound_on");
+  soundButton.classList.add("on");
+  beep();
+});
+
+function beep() {
+  document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
+  if (!audio) {
+    soundButton.classList.add("attention");
+    return;
+  }
+  [0, 0.35].forEach((start, n) => {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = n ? 660 : 880;
+    gain.gain.setValueAtTime(0.4, audio.currentTime + start);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + start + 0.3);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(audio.currentTime + start);
+    osc.stop(audio.currentTime + start + 0.3);
+  });
+}
+
+function unacknowledged(incident) {
+  return incident.state === "open" && CLOCKED.has(incident.incident_class);
+}
+
+// -- the countdown ------------------------------------------------------------------------
+function clockOf(incident) {
+  if (!CLOCKED.has(incident.incident_class)) {
+    return { cls: "none", label: t("no_clock"), value: "—" };
+  }
+  if (incident.arrived_at) {
+    return { cls: `stopped ${incident.sla}`, label: t("arrived_after"), value: duration(incident.arrival_s) };
+  }
+  const left = (new Date(incident.deadline_at).getTime() - now()) / 1000;
+  if (left <= 0) return { cls: "breached", label: t("overdue"), value: "+" + duration(-left) };
+  if (now() >= new Date(incident.warning_at).getTime()) {
+    return { cls: "warning", label: `${t("warning")} · ${t("time_left")}`, value: duration(left) };
+  }
+  return { cls: "ok", label: t("time_left"), value: duration(left) };
+}
+
+function drawClock(card, incident) {
+  const clock = clockOf(incident);
+  const box = card.querySelector(".clock");
+  box.className = `clock ${clock.cls}`;
+  box.querySelector(".clock-label").textContent = clock.label;
+  box.querySelector(".clock-value").textContent = clock.value;
+}
+
+// Running clocks first, soonest deadline on top; then stopped or unclocked ones, oldest first.
+function sortKey(incident) {
+  const running = CLOCKED.has(incident.incident_class) && !incident.arrived_at;
+  return [running ? 0 : 1, new Date(running ? incident.deadline_at : incident.opened_at).getTime()];
+}
+
+// -- cards --------------------------------------------------------------------------------
+function newCard(id) {
+  const card = cardTemplate.content.firstElementChild.cloneNode(true);
+  card.dataset.id = id;
+  cards.set(id, card);
+  return card;
+}
+
+function fill(card, { incident, elevator }) {
+  const q = (selector) => card.querySelector(selector);
+  const link = q(".elevator");
+  link.textContent = incident.elevator_id;
+  link.href = "/elevators/" + encodeURIComponent(incident.elevator_id);
+  q(".kind").textContent = t("kind_" + incident.kind, incident.kind);
+  q(".sev").textContent = t("sev_" + incident.severity, incident.severity);
+  q(".opened").textContent = clockTime(incident.opened_at);
+  q(".opened").dateTime = incident.opened_at;
+  q(".address").textContent = show(elevator.address);
+  q(".site").textContent = [elevator.site, elevator.district].filter(Boolean).join(" · ");
+  q(".company").textContent = show(incident.maintenance_company || elevator.maintenance_company);
+  q(".crew").textContent = show(incident.crew_id);
+  q(".state").textContent = t("state_" + incident.state, incident.state);
+  card.dataset.state = incident.state;
+  card.dataset.kind = incident.kind;
+  card.classList.toggle("flash", unacknowledged(incident));
+  card.setAttribute("aria-label", `${incident.elevator_id} ${t("state_" + incident.state)}`);
+  if (canAct) {
+    const at = STATES.indexOf(incident.state);
+    const enable = { acknowledge: at < 1, dispatch: at < 2, arrival: at < 3, release: at < 4, close: true };
+    for (const button of card.querySelectorAll("button.act")) {
+      button.disabled = !enable[button.dataset.action];
+    }
+    q(".crew-input").disabled = at >= 3;
+    if (incident.crew_id && !q(".crew-input").value) q(".crew-input").value = incident.crew_id;
+  }
+  drawClock(card, incident);
+}
+
+function render() {
+  const ordered = [...items.values()].sort((a, b) => {
+    const [x, y] = [sortKey(a.incident), sortKey(b.incident)];
+    return x[0] - y[0] || x[1] - y[1];
+  });
+  for (const [id, card] of cards) {
+    if (!items.has(id)) {
+      card.remove();
+      cards.delete(id);
+    }
+  }
+  ordered.forEach((item, index) => {
+    const card = cards.get(item.incident.id) || newCard(item.incident.id);
+    fill(card, item);
+    // Move only what is out of place: moving a node would take the keyboard focus away.
+    if (board.children[index] !== card) board.insertBefore(card, board.children[index] || null);
+  });
+  document.getElementById("count").textContent = String(items.size);
+  document.getElementById("empty").hidden = items.size > 0;
+  let fresh = false;
+  for (const { incident } of items.values()) {
+    if (unacknowledged(incident) && !alarmed.has(incident.id)) {
+      alarmed.add(incident.id);
+      fresh = true;
+    }
+  }
+  if (fresh) beep();
+}
+
+function put(item) {
+  if (item.incident.state === "closed") items.delete(item.incident.id);
+  else items.set(item.incident.id, { ...items.get(item.incident.id), ...item });
+}
+
+// -- live updates -------------------------------------------------------------------------
+const link = document.getElementById("link");
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.addEventListener("open", () => {
+    link.textContent = t("connected");
+    link.className = "link up";
+  });
+  source.addEventListener("error", () => {
+    link.textContent = t("reconnecting");
+    link.className = "link down";
+  });
+  source.addEventListener("snapshot", (event) => {
+    const data = JSON.parse(event.data);
+    syncClock(data.now);
+    items.clear();
+    data.items.forEach(put);
+    render();
+  });
+  source.addEventListener("incident", (event) => {
+    put(JSON.parse(event.data));
+    render();
+  });
+  source.addEventListener("tick", (event) => syncClock(JSON.parse(event.data).now));
+}
+
+setInterval(() => {
+  for (const [id, card] of cards) drawClock(card, items.get(id).incident);
+}, 500);
+
+setInterval(() => {
+  if ([...items.values()].some(({ incident }) => unacknowledged(incident))) beep();
+}, REALERT_MS);
+
+// -- actions (dispatchers only) -----------------------------------------------------------
+const operator = document.getElementById("operator");
+if (operator) {
+  operator.value = localStorage.getItem("operator") || "";
+  operator.addEventListener("change", () => localStorage.setItem("operator", operator.value.trim()));
+}
+
+function bodyFor(action, incident, card) {
+  const crew = card.querySelector(".crew-input").value.trim();
+  switch (action) {
+    case "acknowledge":
+      return { by: (operator && operator.value.trim()) || document.body.dataset.role };
+    case "dispatch":
+      return crew ? { crew_id: crew } : null;
+    case "arrival":
+      return incident.crew_id || crew ? { crew_id: incident.crew_id || crew } : null;
+    case "release":
+      return {};
+    case "close":
+      return { resolution: card.querySelector(".resolution").value };
+  }
+}
+
+async function act(button) {
+  const card = button.closest(".card");
+  const item = items.get(card.dataset.id);
+  const body = bodyFor(button.dataset.action, item.incident, card);
+  if (body === null) {
+    toast(t("crew_needed"));
+    card.querySelector(".crew-input").focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const path = `/api/incidents/${encodeURIComponent(item.incident.id)}/${button.dataset.action}`;
+    put({ incident: await api("POST", path, body) });
+    render();
+  } catch (error) {
+    toast(`${t("action_failed")}: ${error.message}`);
+    button.disabled = false;
+  }
+}
+
+if (canAct) {
+  board.addEventListener("click", (event) => {
+    const button = event.target.closest("button.act");
+    if (button) act(button);
+  });
+  // Enter in the crew field dispatches (or records the arrival once dispatched).
+  board.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || !event.target.classList.contains("crew-input")) return;
+    const card = event.target.closest(".card");
+    const next = [...card.querySelectorAll('button[data-action="dispatch"], button[data-action="arrival"]')]
+      .find((b) => !b.disabled);
+    if (next) act(next);
+  });
+}
+
+connect();

@@ -1,0 +1,133 @@
+// One elevator: its registry record, its live state (refreshed), and the black box of its
+// latest incident drawn as a timeline: floor on top, then door, occupancy and more as lanes.
+"use strict";
+
+const ELEVATOR = document.getElementById("elevator-id").dataset.id;
+const LIVE_MS = 2000;
+const DOOR_CLASS = { open: "good", opening: "warn", closing: "warn", closed: "idle", fault: "bad" };
+
+function fillRecord(list, values) {
+  for (const dd of list.querySelectorAll("dd[data-key]")) {
+    dd.textContent = values[dd.dataset.key];
+  }
+}
+
+async function loadLive() {
+  const e = await api("GET", "/api/elevators/" + encodeURIComponent(ELEVATOR));
+  const body = (e.last_frame && e.last_frame.body) || {};
+  fillRecord(document.getElementById("registry"), Object.fromEntries(
+    ["address", "site", "district", "maintenance_company", "use_unit", "inspection_due",
+      "last_maintenance"].map((k) => [k, show(e[k])])));
+  fillRecord(document.getElementById("live"), {
+    online: yesNo(e.online), floor: show(body.floor), door: show(body.door), mode: show(body.mode),
+    occupied: yesNo(body.occupied), moving: yesNo(body.moving), power: show(body.power),
+    last_frame: e.last_frame ? dateTime(e.last_frame.received_at) : "—",
+  });
+  return e;
+}
+
+async function latestIncident(e) {
+  if (e.open_incident) return e.open_incident;
+  const query = new URLSearchParams({ state: "all", elevator_id: ELEVATOR, limit: "1" });
+  return (await api("GET", "/api/incidents?" + query))[0] || null;
+}
+
+// Lanes under the floor plot: [label, value of a status body, css class of a value]
+const LANES = [
+  [t("door"), (b) => b.door, (v) => DOOR_CLASS[v]],
+  [t("occupied"), (b) => (b.occupied ? t("yes") : ""), () => "bad"],
+  [t("moving"), (b) => (b.moving ? t("yes") : ""), () => ""],
+  [t("alarm"), (b) => (b.alarm_button ? t("yes") : ""), () => "bad"],
+  [t("power"), (b) => (b.power === "mains" ? "" : b.power), () => "warn"],
+  [t("mode"), (b) => (b.mode === "normal" ? "" : b.mode), () => "warn"],
+];
+
+function timeline(incident, frames) {
+  const width = 1100, left = 120, right = 20, floorH = 170, laneH = 30, top = 30;
+  const statuses = frames.filter((f) => f.kind === "status");
+  const times = frames.map((f) => new Date(f.received_at).getTime());
+  const start = Math.min(...times, new Date(incident.opened_at).getTime());
+  const end = Math.max(...times, new Date(incident.opened_at).getTime()) + 1000;
+  const x = (ms) => left + ((width - left - right) * (ms - start)) / (end - start);
+  const height = top + floorH + LANES.length * laneH + 40;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
+    width: "100%", "aria-label": t("black_box") });
+
+  // floor: a step line
+  const floors = statuses.map((f) => f.body.floor);
+  const [lo, hi] = [Math.min(...floors), Math.max(...floors)];
+  const y = (floor) => top + floorH - 15 - ((floorH - 30) * (floor - lo)) / Math.max(1, hi - lo);
+  for (const floor of new Set([lo, hi])) {
+    chart.append(svg("line", { x1: left, x2: width - right, y1: y(floor), y2: y(floor), class: "grid" }));
+    chart.append(svg("text", { x: left - 10, y: y(floor) + 5, "text-anchor": "end",
+      class: "axis-label" }, `${t("floor")} ${floor}`));
+  }
+  const points = statuses.flatMap((f, i) => {
+    const at = x(new Date(f.received_at).getTime());
+    const next = statuses[i + 1] ? x(new Date(statuses[i + 1].received_at).getTime()) : x(end);
+    return [`${at},${y(f.body.floor)}`, `${next},${y(f.body.floor)}`];
+  });
+  chart.append(svg("polyline", { points: points.join(" "), class: "floor-line" }));
+
+  // lanes: one band per stretch of a value
+  LANES.forEach(([label, valueOf, classOf], lane) => {
+    const ly = top + floorH + lane * laneH;
+    chart.append(svg("text", { x: left - 10, y: ly + laneH * 0.65, "text-anchor": "end",
+      class: "axis-label" }, label));
+    statuses.forEach((f, i) => {
+      const value = valueOf(f.body);
+      if (!value) return;
+      const x0 = x(new Date(f.received_at).getTime());
+      const x1 = statuses[i + 1] ? x(new Date(statuses[i + 1].received_at).getTime()) : x(end);
+      const band = svg("rect", { x: x0, y: ly + 3, width: Math.max(2, x1 - x0), height: laneH - 6,
+        class: `bar ${classOf(value)}` });
+      band.append(svg("title", {}, `${label}: ${value} @ ${clockTime(f.received_at)}`));
+      chart.append(band);
+      if (x1 - x0 > 60 && value !== t("yes")) {
+        chart.append(svg("text", { x: x0 + 6, y: ly + laneH * 0.68, class: "bar-label" }, value));
+      }
+    });
+  });
+
+  // the moment the incident opened, and event frames, as vertical marks
+  const marks = [[new Date(incident.opened_at).getTime(), "opened", t("opened")],
+    ...frames.filter((f) => f.kind === "event")
+      .map((f) => [new Date(f.received_at).getTime(), "event", `${f.body.code} ${f.body.state}`])];
+  marks.forEach(([at, cls, label], n) => {
+    chart.append(svg("line", { x1: x(at), x2: x(at), y1: top - 8, y2: height - 30, class: cls }));
+    chart.append(svg("text", { x: x(at) + 4, y: top - 12 + (n % 2) * 14, class: "axis-label" }, label));
+  });
+
+  // time axis
+  for (let i = 0; i <= 4; i++) {
+    const at = start + ((end - start) * i) / 4;
+    chart.append(svg("text", { x: x(at), y: height - 10, "text-anchor": i ? (i === 4 ? "end" : "middle") : "start",
+      class: "axis-label" }, clockTime(new Date(at).toISOString())));
+  }
+  return chart;
+}
+
+async function loadBlackBox(e) {
+  const summary = document.getElementById("incident-summary");
+  const box = document.getElementById("blackbox");
+  const incident = await latestIncident(e);
+  if (!incident) {
+    summary.textContent = t("no_incident");
+    return;
+  }
+  summary.replaceChildren(
+    el("strong", {}, `${t("kind_" + incident.kind, incident.kind)} · ${t("state_" + incident.state, incident.state)}`),
+    ` — ${t("opened")} ${dateTime(incident.opened_at)} · ${incident.id}`,
+  );
+  const frames = await api("GET", `/api/incidents/${encodeURIComponent(incident.id)}/frames`);
+  box.replaceChildren(frames.some((f) => f.kind === "status")
+    ? timeline(incident, frames) : el("p", {}, t("no_frames")));
+  document.body.dataset.loaded = "true";
+}
+
+function failed(error) {
+  toast(`${t("load_failed")}: ${error.message}`);
+}
+
+loadLive().then(loadBlackBox).catch(failed);
+setInterval(() => loadLive().catch(failed), LIVE_MS);
