@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,16 @@ from simulators.loadgen import run_load
 from simulators.misbehave import MISBEHAVIOURS
 from simulators.mqtt import MqttPublisher
 from simulators.scenario import Scenario, ScenarioError, load_scenario
+from simulators.scoring import (
+    CONTROLLER_RAISED,
+    SCORING_SCENARIO,
+    Detection,
+    Score,
+    latency,
+    recall,
+    run_scenario,
+    score,
+)
 
 app = typer.Typer(
     help="Simulated elevators that speak the gateway's MQTT contract, and a load generator.",
@@ -171,6 +182,89 @@ def load(
         f"{report.acked:,} of {report.sent:,} frames acknowledged in {report.seconds:.1f} s "
         f"by {report.processes} process(es): [bold]{report.rate:,.0f} frames/s[/bold]"
     )
+
+
+@app.command("score")
+def score_command(
+    scenario: Annotated[
+        Path, typer.Option(help="Labelled scenario YAML (default: the scoring scenario).")
+    ] = SCORING_SCENARIO,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (overrides the scenario's).")
+    ] = None,
+) -> None:
+    """Run a scenario straight into the rule engine (no broker, simulated time) and score
+    the alerts against the injected faults: recall, latency, false alerts.
+
+    Exits 1 if an entrapment was missed or an entrapment alert fired where none was."""
+    try:
+        sc = load_scenario(scenario)
+    except (ScenarioError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+    if seed is not None:
+        sc = dataclasses.replace(sc, seed=seed)
+    with console.status("simulating..."):
+        run = run_scenario(sc)
+    result = score(run)
+    hours = (run.end - run.start).total_seconds() / 3600
+    console.print(
+        f"{sc.size} elevators, {hours:g} simulated hours, seed {sc.seed}: "
+        f"{run.stats.sent:,} frames, {len(run.alerts):,} alerts"
+    )
+    console.print(_entrapment_table(result))
+    console.print(_fault_table(result))
+    console.print(_false_alert_table(result))
+    if result.recall < 1 or result.false_entrapment:
+        raise typer.Exit(1)
+
+
+def _percent(detections: list[Detection]) -> str:
+    return f"{recall(detections):.1%}"
+
+
+def _entrapment_table(result: Score) -> Table:
+    table = Table(title="Entrapments: recall and detection latency (alert − label start)")
+    for column in ("kind", "injected", "detected", "recall", "median s", "p90 s", "max s"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    groups = {**result.by_entrapment_kind(), "all": result.entrapments}
+    for kind, detections in groups.items():
+        lat = latency(detections)
+        times = ("-", "-", "-") if lat is None else (lat.median_s, lat.p90_s, lat.max_s)
+        table.add_row(
+            kind if kind != CONTROLLER_RAISED else f"({kind}, any cause)",
+            str(len(detections)),
+            str(sum(d.alert is not None for d in detections)),
+            _percent(detections),
+            *(t if isinstance(t, str) else f"{t:.1f}" for t in times),
+        )
+    return table
+
+
+def _fault_table(result: Score) -> Table:
+    table = Table(title="Faults: recall per code (a fire of that kind within the label)")
+    for column in ("code", "injected", "detected", "recall"):
+        table.add_column(column, justify="left" if column == "code" else "right")
+    for code, detections in result.by_fault_code().items():
+        found = sum(d.alert is not None for d in detections)
+        table.add_row(code, str(len(detections)), str(found), _percent(detections))
+    for code, count in sorted(result.unscored.items()):
+        table.add_row(code, str(count), "-", "no rule opens it")
+    for kind, count in sorted(result.cut_off.items()):
+        table.add_row(kind, str(count), "-", "cut off by the end of the run")
+    return table
+
+
+def _false_alert_table(result: Score) -> Table:
+    table = Table(title="Alerts where nothing was injected, per rule")
+    table.add_column("rule")
+    table.add_column("false alerts", justify="right")
+    by_rule = Counter(a.rule for a in (*result.false_entrapment, *result.unexplained))
+    for rule, count in sorted(by_rule.items()):
+        table.add_row(rule, str(count))
+    table.add_row("[bold]false entrapment alerts[/bold]", str(len(result.false_entrapment)))
+    table.add_row("[bold]unexplained fault/accident alerts[/bold]", str(len(result.unexplained)))
+    table.add_row("offline alerts (unlabelled reboots; not scored)", str(result.offline_alerts))
+    return table
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
 
-from simulators.car import CHANGE_FIELDS, MAX_MOVING_STEP_S, Car
+from simulators.car import MAX_MOVING_STEP_S, Car
 
 Kind = Literal["status", "event", "online"]
 
@@ -65,12 +65,11 @@ class Device:
         self._t = t
 
     def _observe(self) -> None:
-        status = self.car.status()
-        key = tuple(status[f] for f in CHANGE_FIELDS)
+        key = self.car.change_key()
         if key != self._last_sent or self._t >= self._next_periodic:
             self._last_sent = key
             self._next_periodic = self._t + self.status_interval_s
-            self._emit("status", status)
+            self._emit("status", self.car.status())
 
     def raise_event(self, code: str, detail: dict[str, Any] | None = None) -> None:
         self._event(code, "raised", detail)

@@ -9,7 +9,7 @@ file, seed and start time give the same frames and the same labels. Example:
     status_interval_s: 10
     elevators:
       - {prefix: RES, count: 35, building: residential, floors: [-1, 24]}
-      - {prefix: OFF, count: 10, building: office, floors: [-2, 30], speed_mps: 2.5}
+      - {prefix: "OFF", count: 10, building: office, floors: [-2, 30], speed_mps: 2.5}
       - {prefix: HOS, count: 5, building: hospital, floors: [0, 12], rated_kg: 1600}
     faults: {entrapments_per_year: 0.1, faults_per_year: 1.0, reboots_per_year: 2}
     crew:
