@@ -7,6 +7,8 @@ every time asserted is the gateway's own. Screenshots of each page go to `test-a
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +29,7 @@ from playwright.sync_api import (
 
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
+from gateway.web.pages import LANG_COOKIE
 from gateway.web.strings import STRINGS
 from tests.conftest import Device, status_frame, wait_for
 
@@ -44,7 +47,7 @@ TOKENS = {"dispatcher": "d-web", "regulator": "r-web", "admin": "a-web"}
 SPEED = 10.0
 TIMEOUT_MS = 20_000
 TRAPPED = {"moving": False, "door": "closed", "door_zone": False, "occupied": True, "floor": 7}
-EN = STRINGS["en"]
+EN, ZH = STRINGS["en"], STRINGS["zh"]
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -136,9 +139,9 @@ class Car:
     """A car that keeps reporting the same status every half second (5 s of gateway time),
     as a real controller does, so it is trapped, not silent."""
 
-    def __init__(self, device: Device, elevator_id: str, **fields: Any) -> None:
+    def __init__(self, device: Device, elevator_id: str, first_seq: int = 0, **fields: Any) -> None:
         self._device, self._id, self._fields = device, elevator_id, fields
-        self._seq = 0
+        self._seq = first_seq
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -250,3 +253,185 @@ def test_dispatcher_sees_a_trapped_passenger_appear_and_takes_it_to_arrival(
     expect(trapped_card).to_have_count(0)
     closed = call(gw, "GET", f"/api/incidents/{incident['id']}", "dispatcher").json()
     assert (closed["state"], closed["resolution"]) == ("closed", "rescued")
+
+
+def test_the_board_follows_the_language_switch_and_remembers_it(
+    gw: Gateway, context: BrowserContext, prefix: str
+) -> None:
+    register(gw, f"{prefix}-zh", address="锦里路 12 号 3 单元", maintenance_company="蜀梯维保")
+    phone_report(gw, f"{prefix}-zh", minutes_ago=3)
+    page = context.new_page()
+    login(page, gw, "dispatcher", "/board")
+    expect(page.locator("nav")).to_contain_text(EN["nav_board"])
+    page.click("#lang-switch")
+    expect(page.locator("nav")).to_contain_text(ZH["nav_board"])
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(card(page, f"{prefix}-zh").locator(".state")).to_have_text(ZH["state_open"])
+    expect(card(page, f"{prefix}-zh").locator(".clock-label")).to_have_text(ZH["time_left"])
+    assert {c["name"]: c["value"] for c in context.cookies()}[LANG_COOKIE] == "zh"
+    page.reload()
+    expect(page.locator("nav")).to_contain_text(ZH["nav_board"])
+    screenshot(page, "board-zh")
+    page.click("#lang-switch")
+    expect(page.locator("nav")).to_contain_text(EN["nav_board"])
+
+
+def test_labels_exist_in_both_languages() -> None:
+    assert STRINGS["en"].keys() == STRINGS["zh"].keys()
+
+
+# -- roles, the cookie and CSRF -------------------------------------------------------------
+def test_regulator_sees_no_action_buttons_and_downloads_figures_as_csv(
+    gw: Gateway, context: BrowserContext, prefix: str
+) -> None:
+    done, waiting = f"{prefix}-done", f"{prefix}-wait"
+    for elevator_id in (done, waiting):
+        register(gw, elevator_id, district="Wuhou", maintenance_company="Shu Lifts")
+    incident = phone_report(gw, done, minutes_ago=12)
+    path = f"/api/incidents/{incident['id']}"
+    call(gw, "POST", f"{path}/dispatch", "dispatcher", {"crew_id": "C-1"})
+    call(gw, "POST", f"{path}/arrival", "dispatcher", {"crew_id": "C-1"})
+    open_one = phone_report(gw, waiting, minutes_ago=2)
+
+    page = context.new_page()
+    login(page, gw, "regulator", "/board")
+    expect(card(page, waiting)).to_be_visible()
+    expect(card(page, done)).to_be_visible()
+    expect(page.locator("main button")).to_have_count(0)
+    expect(page.locator("#operator")).to_have_count(0)
+    screenshot(page, "board-regulator")
+    # The API refuses a regulator's action even from the console itself.
+    refused = page.request.post(
+        url(gw, f"/api/incidents/{open_one['id']}/acknowledge"),
+        data={"by": "regulator"},
+        headers={"X-Gateway-Console": "1"},
+    )
+    assert refused.status == 403
+
+    page.goto(url(gw, "/regulator"))
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+    row = page.locator("#figures tbody tr", has_text="Shu Lifts")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(1)).to_have_text("2")  # incidents
+    expect(row.locator("td").nth(2)).to_have_text("1")  # arrived
+    expect(page.locator("#chart-within svg rect.bar")).to_have_count(1)
+    expect(page.locator("#chart-arrival svg line.mark")).to_have_count(1)
+    expect(page.locator('section[data-section="inspections-due"] table')).to_be_visible()
+    expect(page.locator("main button.act")).to_have_count(0)
+    screenshot(page, "regulator")
+
+    with page.expect_download() as download:
+        page.click('a.csv[data-section="response-times"]')
+    saved = ARTIFACTS / "response-times.csv"
+    download.value.save_as(saved)
+    [header, *rows] = list(csv.reader(io.StringIO(saved.read_text())))
+    assert header[:3] == ["group", "incidents", "arrived"]
+    assert rows[0][:3] == ["Shu Lifts", "2", "1"]
+
+
+def test_cookie_login_is_httponly_strict_and_posts_need_the_console_header(
+    gw: Gateway, prefix: str
+) -> None:
+    form = {"token": TOKENS["dispatcher"], "next": "//evil.example/board"}
+    response = httpx.post(url(gw, "/login"), data=form)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/board"  # never off-site
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert httpx.post(url(gw, "/login"), data={"token": "nope"}).status_code == 401
+
+    with httpx.Client(base_url=url(gw, ""), cookies=response.cookies) as browser_like:
+        assert browser_like.get("/api/incidents").status_code == 200
+        body = {"elevator_id": f"{prefix}-c", "kind": "entrapment", "source": "phone"}
+        # A cross-site form post carries no custom header: refused.
+        assert browser_like.post("/api/incidents", json=body).status_code == 401
+        made = browser_like.post("/api/incidents", json=body, headers={"X-Gateway-Console": "1"})
+        assert made.status_code == 201
+        # A bearer header decides on its own, cookie or not.
+        bad = {"Authorization": "Bearer nope", "X-Gateway-Console": "1"}
+        assert browser_like.post("/api/incidents", json=body, headers=bad).status_code == 401
+        # A dispatcher may not open the regulator page.
+        assert browser_like.get("/regulator").status_code == 403
+    assert httpx.get(url(gw, "/board")).headers["location"] == "/login?next=/board"
+
+
+# -- elevator and fleet -----------------------------------------------------------------------
+def test_elevator_page_shows_registry_live_state_and_the_black_box(
+    gw: Gateway, context: BrowserContext, device: Device, prefix: str
+) -> None:
+    trapped = f"{prefix}-box"
+    register(gw, trapped, address="8 Kehua Street", inspection_due="2027-03-01")
+    device.publish(f"elevators/{trapped}/online", "1", retain=True)
+    # A trip up from the ground floor that stops between floors with a passenger.
+    for seq, floor in enumerate(range(7)):
+        fields = {"floor": floor, "moving": True, "door": "closed", "occupied": True}
+        device.publish(f"elevators/{trapped}/status", status_frame(trapped, seq, **fields))
+    with Car(device, trapped, first_seq=7, **TRAPPED):
+        wait_for(
+            lambda: call(gw, "GET", f"/api/elevators/{trapped}", "dispatcher").json()[
+                "open_incident"
+            ],
+            timeout=20,
+        )
+        page = context.new_page()
+        login(page, gw, "dispatcher", f"/elevators/{trapped}")
+        expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+    expect(page.locator('#registry dd[data-key="address"]')).to_have_text("8 Kehua Street")
+    expect(page.locator('#registry dd[data-key="inspection_due"]')).to_have_text("2027-03-01")
+    expect(page.locator('#live dd[data-key="floor"]')).to_have_text("7")
+    expect(page.locator('#live dd[data-key="occupied"]')).to_have_text(EN["yes"])
+    expect(page.locator('#live dd[data-key="online"]')).to_have_text(EN["yes"])
+    expect(page.locator("#blackbox svg polyline.floor-line")).to_have_count(1)
+    expect(page.locator("#blackbox svg line.opened")).to_have_count(1)
+    expect(page.locator("#incident-summary")).to_contain_text(EN["kind_entrapment"])
+    screenshot(page, "elevator")
+    device.publish(f"elevators/{trapped}/online", "", retain=True)
+
+
+def test_fleet_overview_counts_and_filters_by_district_and_company(
+    gw: Gateway, context: BrowserContext, device: Device, prefix: str
+) -> None:
+    north_x, north_y, south_x = f"{prefix}-n1", f"{prefix}-n2", f"{prefix}-s1"
+    register(gw, north_x, district="North", maintenance_company="X Lifts")
+    register(gw, north_y, district="North", maintenance_company="Y Lifts")
+    register(gw, south_x, district="South", maintenance_company="X Lifts")
+    for elevator_id, online in ((north_x, "1"), (north_y, "1"), (south_x, "0")):
+        device.publish(f"elevators/{elevator_id}/online", online, retain=True)
+    device.publish(f"elevators/{north_y}/status", status_frame(north_y, 0, mode="out_of_service"))
+    phone_report(gw, north_x, minutes_ago=1)
+    wait_for(
+        lambda: (
+            call(gw, "GET", "/api/fleet", "admin").json()["counts"]
+            == {
+                "elevators": 3,
+                "online": 2,
+                "offline": 1,
+                "online_unknown": 0,
+                "out_of_service": 1,
+                "with_open_incidents": 1,
+            }
+        )
+    )
+
+    page = context.new_page()
+    login(page, gw, "admin", "/fleet")
+
+    def tile(name: str) -> Locator:
+        return page.locator(f'[data-count="{name}"] .n')
+
+    expect(page.locator("body")).to_have_attribute("data-loaded", "all")
+    expect(tile("elevators")).to_have_text("3")
+    expect(tile("offline")).to_have_text("1")
+    expect(tile("out_of_service")).to_have_text("1")
+    expect(tile("with_open_incidents")).to_have_text("1")
+    screenshot(page, "fleet")
+
+    page.select_option("#district", "North")
+    expect(tile("elevators")).to_have_text("2")
+    expect(tile("offline")).to_have_text("0")
+    page.select_option("#company", "X Lifts")
+    expect(tile("elevators")).to_have_text("1")
+    expect(page.locator("#fleet tbody tr")).to_have_count(1)
+    expect(page.locator(f'#fleet tr[data-elevator="{north_x}"]')).to_be_visible()
+    for elevator_id in (north_x, north_y, south_x):
+        device.publish(f"elevators/{elevator_id}/online", "", retain=True)

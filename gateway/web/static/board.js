@@ -23,9 +23,10 @@ function syncClock(iso) {
   offsetMs = new Date(iso).getTime() - Date.now();
 }
 
-// -- sound: a short two-tone beep from the Web Audio API (browsers allow it after a click) --
+// -- sound: a short two-tone beep from the Web Audio API (browsers allow it after a click);
+// only dispatchers, who must answer it, get the alarm.
 const soundButton = document.getElementById("sound");
-soundButton.addEventListener("click", () => {
+soundButton?.addEventListener("click", () => {
   audio = audio || new AudioContext();
   audio.resume();
   soundButton.textContent = t("sound_on");
@@ -34,6 +35,7 @@ soundButton.addEventListener("click", () => {
 });
 
 function beep() {
+  if (!soundButton) return;
   document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
   if (!audio) {
     soundButton.classList.add("attention");
@@ -71,12 +73,19 @@ function clockOf(incident) {
   return { cls: "ok", label: t("time_left"), value: duration(left) };
 }
 
+// How long the passenger has waited, while no one is on site yet.
+function waited(incident) {
+  if (!CLOCKED.has(incident.incident_class) || incident.arrived_at) return "";
+  return `${t("waited")} ${duration((now() - new Date(incident.opened_at).getTime()) / 1000)}`;
+}
+
 function drawClock(card, incident) {
   const clock = clockOf(incident);
   const box = card.querySelector(".clock");
   box.className = `clock ${clock.cls}`;
   box.querySelector(".clock-label").textContent = clock.label;
   box.querySelector(".clock-value").textContent = clock.value;
+  box.querySelector(".clock-waited").textContent = waited(incident);
 }
 
 // Running clocks first, soonest deadline on top; then stopped or unclocked ones, oldest first.

@@ -75,21 +75,41 @@ function figures(rows) {
   })), { max: LIMIT_MIN * 1.5, mark: LIMIT_MIN, unit: " min" }));
 }
 
-// A compliance list as a table; columns are the rows' own fields.
+// A cell by its field's name: seconds as durations, percentages, times in local time.
+function cell(column, value) {
+  if (value === null || value === undefined) return "—";
+  if (Array.isArray(value)) return value.join(" ");
+  if (column.endsWith("_s") && typeof value === "number") return duration(value);
+  if (column.endsWith("_pct")) return pct(value);
+  if (typeof value === "number" && !Number.isInteger(value)) return String(Math.round(value * 100) / 100);
+  if (/^\d{4}-\d\d-\d\dT/.test(value)) return dateTime(value);
+  return String(value);
+}
+
+// A report section as a table; columns are the rows' own fields.
 function table(rows) {
   if (!rows.length) return el("p", { class: "empty" }, t("none"));
   const columns = Object.keys(rows[0]);
-  const cell = (v) => (Array.isArray(v) ? v.join(" ") : show(v));
-  return el("table", {},
-    el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", {}, t(c))))),
-    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...columns.map((c) => el("td", {}, cell(r[c])))))));
+  return el("div", { class: "scroll" }, el("table", {},
+    el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", {}, t(c, c.replaceAll("_", " ")))))),
+    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...columns.map((c) => el("td", {}, cell(c, r[c]))))))));
+}
+
+function histogram(bins) {
+  const label = (b) => t(b.to_s === null ? "histogram_last" : "histogram_bin")
+    .replace("{from}", b.from_s / 60).replace("{to}", b.to_s / 60);
+  const most = Math.max(1, ...bins.map((b) => b.arrivals));
+  return barChart(bins.map((b) => ({ label: label(b), values: [{ value: b.arrivals,
+    cls: b.to_s !== null && b.to_s <= LIMIT_MIN * 60 ? "good" : "bad" }] })), { max: most });
 }
 
 async function load() {
   const report = await api("GET", "/api/reports?" + query);
   figures(report["response-times"]);
   for (const section of document.querySelectorAll("section[data-section]")) {
-    section.querySelector(".rows").replaceChildren(table(report[section.dataset.section] || []));
+    const rows = report[section.dataset.section] || [];
+    section.querySelector(".rows").replaceChildren(
+      section.dataset.section === "arrival-histogram" ? histogram(rows) : table(rows));
   }
   document.body.dataset.loaded = "true";
 }
