@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from gateway.api import events
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.web.pages import LANG_COOKIE
@@ -353,6 +355,35 @@ def test_cookie_login_is_httponly_strict_and_posts_need_the_console_header(
         # A dispatcher may not open the regulator page.
         assert browser_like.get("/regulator").status_code == 403
     assert httpx.get(url(gw, "/board")).headers["location"] == "/login?next=/board"
+
+
+def test_event_stream_sends_a_snapshot_then_changes_then_ends(
+    gw: Gateway, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "POLLS_PER_STREAM", 4)  # the browser reconnects after the end
+    first = phone_report(gw, f"{prefix}-e1", minutes_ago=1)
+    register(gw, f"{prefix}-e1", address="1 Stream Road")
+    seen: list[tuple[str, dict[str, Any]]] = []
+    headers = {"Authorization": f"Bearer {TOKENS['regulator']}"}
+    with httpx.stream("GET", url(gw, "/api/events"), headers=headers, timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "snapshot":
+                    call(gw, "POST", f"/api/incidents/{first['id']}/close", "dispatcher",
+                         {"resolution": "false_alarm"})  # fmt: skip
+    # The stream ended by itself (after POLLS_PER_STREAM ticks).
+    names = [n for n, _ in seen]
+    assert names[0] == "snapshot" and names.count("tick") == 4, names
+    [item] = seen[0][1]["items"]
+    assert item["incident"]["id"] == first["id"]
+    assert item["elevator"]["address"] == "1 Stream Road"
+    [(_, closed)] = [(n, d) for n, d in seen if n == "incident"]
+    assert closed["incident"]["state"] == "closed"
 
 
 # -- elevator and fleet -----------------------------------------------------------------------
