@@ -42,6 +42,10 @@ _RETRY_FLUSH_S = 1.0
 _REGISTRY_REFRESH_S = 60.0
 
 
+class StartError(RuntimeError):
+    """A part of the gateway could not start; the message says which."""
+
+
 class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -52,6 +56,7 @@ class Gateway:
         self._http_thread: threading.Thread | None = None
         self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
         self._reload_rules = threading.Event()
+        self._seen_up_to = self.clock.now()
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -135,8 +140,10 @@ class Gateway:
         log.info("gateway_stopped")
 
     def health(self) -> dict[str, object]:
+        working = self._worker.is_alive()
         return {
-            "status": "ok",
+            "status": "ok" if working else "failing",
+            "pipeline": working,
             "broker": self.session.connected,
             "tsdb": self.writer.healthy,
             "store": self.store.ping(),
@@ -172,7 +179,10 @@ class Gateway:
         if self._reload_rules.is_set():
             self._reload_rules.clear()
             self._swap_rules()
-        for alert in self.rules.tick(now):
+        # With frames still queued, the rules may only run up to the newest one processed:
+        # a car whose frames wait in the queue is not silent.
+        seen_up_to = now if self._queue.empty() else min(now, self._seen_up_to)
+        for alert in self.rules.tick(seen_up_to):
             self.incidents.on_alert(alert)
         self.incidents.tick(now)
         if time.monotonic() >= self._registry_refresh_at:
@@ -187,7 +197,12 @@ class Gateway:
         oldest: float | None = None  # monotonic time of the oldest message not yet flushed
         while True:
             if time.monotonic() >= next_tick:
-                self._tick()
+                try:
+                    self._tick()
+                except Exception:
+                    # Logged and counted; the next tick tries again (deadlines are stored).
+                    metrics.TICK_ERRORS.inc()
+                    log.exception("tick_failed")
                 next_tick = time.monotonic() + tick_every
             flush_at = next_tick if oldest is None else min(next_tick, oldest + interval)
             wait = max(0.0, flush_at - time.monotonic())
@@ -202,6 +217,7 @@ class Gateway:
             if isinstance(item, RawMessage):
                 oldest = oldest or time.monotonic()
                 self.pipeline.process(item)
+                self._seen_up_to = item.received_at
             if self.pipeline.pending >= batch_size or (
                 oldest is not None and time.monotonic() >= oldest + interval
             ):
@@ -249,6 +265,14 @@ class Gateway:
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
+        deadline = time.monotonic() + 15
+        while not self._http.started:
+            if not self._http_thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise StartError(
+                    f"HTTP server did not start on {s.http_host}:{s.http_port} (port in use?)"
+                )
+            time.sleep(0.02)
 
 
 def _policy(s: Settings) -> Policy:

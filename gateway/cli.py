@@ -50,6 +50,38 @@ def run(config: ConfigOption = None) -> None:
         gateway.stop()
 
 
+@app.command()
+def demo(
+    elevators: Annotated[int, typer.Option(min=3, max=2000, help="Simulated elevators.")] = 50,
+    speed: Annotated[
+        float, typer.Option(min=1, max=600, help="Simulated seconds per real second.")
+    ] = 60.0,
+    port: Annotated[int, typer.Option(help="HTTP port of the API and pages.")] = 8080,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here (default: a new temp dir).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 7,
+) -> None:
+    """The whole product on this machine: a broker, the gateway on embedded stores and a
+    simulated fleet, faster than real time. An entrapment, a crew's dispatch and arrival and
+    a missed 30-minute limit all show within two minutes at the default speed."""
+    from rich.console import Console
+
+    from gateway.demo import DemoOptions, run_demo
+    from gateway.embedded import BrokerError
+
+    logs.configure("warning")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    options = DemoOptions(elevators, speed, port, data_dir, seed)
+    try:
+        run_demo(options, stop, Console())
+    except BrokerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 app.add_typer(rules_app, name="rules")
 
 app.command("report")(report)

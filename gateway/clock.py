@@ -55,18 +55,23 @@ class FixedClock:
 
 
 class ScaledClock:
-    """Runs `speed` times faster than real time from `start` (the demo's clock)."""
+    """Runs `speed` times faster than real time from `start` (the demo's clock).
 
-    def __init__(self, speed: float, start: datetime | None = None) -> None:
+    Anchored to the wall clock rather than a monotonic one, so that another process can run
+    the very same clock: `ScaledClock(c.speed, c.start, c.anchor)`.
+    """
+
+    def __init__(
+        self, speed: float, start: datetime | None = None, anchor: float | None = None
+    ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.speed = speed
-        self._origin_wall = time.monotonic()
-        self._origin = (start or datetime.now(UTC)).astimezone(UTC)
+        self.anchor = time.time() if anchor is None else anchor
+        self.start = (start or datetime.fromtimestamp(self.anchor, UTC)).astimezone(UTC)
 
     def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._origin_wall) * self.speed
-        return self._origin + timedelta(seconds=elapsed)
+        return self.start + timedelta(seconds=(time.time() - self.anchor) * self.speed)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds) / self.speed)

@@ -38,3 +38,7 @@ ELEVATORS_WITH_OPEN_INCIDENTS = Gauge(
     "gateway_elevators_with_open_incidents", "Elevators that have at least one open incident"
 )
 BREACHES = Counter("gateway_sla_breaches_total", "Rescue arrival limits passed without arrival")
+CONSUMER_ERRORS = Counter(
+    "gateway_consumer_errors_total", "Frames whose detection or incident handling failed"
+)
+TICK_ERRORS = Counter("gateway_tick_errors_total", "Ticks (rules, SLA clocks) that failed")

@@ -82,7 +82,12 @@ class Pipeline:
             return
         self._accepted[result.kind].inc()
         for consume in self._consumers:
-            consume(result)
+            try:
+                consume(result)
+            except Exception:
+                # A bug in detection must not stop ingestion: the frame is still stored.
+                metrics.CONSUMER_ERRORS.inc()
+                log.exception("consumer_failed", elevator_id=result.elevator_id, kind=result.kind)
         self._points.append(to_point(result, self._tags_for(result.elevator_id)))
 
     def flush(self) -> list[AckToken]:

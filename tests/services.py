@@ -21,11 +21,7 @@ from typing import Any
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from gateway.embedded import free_port, mosquitto_config
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -120,27 +116,11 @@ class VictoriaMetrics(ServiceProcess):
         return sum(len(s["values"]) for s in series)
 
 
-MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location {dir}/
-autosave_interval 1
-# Mosquitto's defaults drop data for a fleet: 100 queued messages per offline client.
-max_queued_messages 1000000
-max_queued_bytes 0
-log_dest file {dir}/mosquitto.log
-log_type error
-log_type warning
-log_type notice
-"""
-
-
 def make_broker(tmp: Path) -> Broker:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, dir=tmp))
+    conf.write_text(mosquitto_config(port, tmp))
     return Broker([_binary("mosquitto"), "-c", str(conf)], port, tmp)
 
 

@@ -322,7 +322,7 @@ class IncidentService:
             if (
                 isinstance(body, StatusBody) and incident.kind == "entrapment"
                 and incident.released_at is None and body.door_zone and body.door == "open"
-                and not body.occupied
+                and not body.occupied and at >= incident.opened_at
             ):  # fmt: skip
                 updated = state.release(updated, at, at, "telemetry")
             if updated is not incident:

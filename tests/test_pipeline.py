@@ -1,0 +1,78 @@
+"""The pipeline and the incident service on a real SQLite store, without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.clock import FixedClock
+from gateway.deadletter import DeadLetter
+from gateway.frames import Frame, decode
+from gateway.incidents.service import IncidentService, Policy
+from gateway.incidents.sla import Limits
+from gateway.ingest import AckToken, RawMessage
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from gateway.store import Store, open_store
+from gateway.tsdb import DurableWriter, EmbeddedSink
+from tests.conftest import status_frame
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _store(tmp_path: Path) -> Store:
+    return open_store(f"sqlite:///{tmp_path / 'g.db'}")
+
+
+def test_a_failing_consumer_does_not_stop_ingestion(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    published: list[tuple[str, bytes]] = []
+    deadletter = DeadLetter(store, lambda t, p: published.append((t, p)), 100, 65536)
+
+    def broken(frame: Frame) -> None:
+        raise RuntimeError("bug in detection")
+
+    pipeline = Pipeline(writer, deadletter, consumers=[broken])
+    for seq in range(3):
+        pipeline.process(
+            RawMessage("elevators/P1/status", status_frame("P1", seq), NOW, AckToken(seq + 1, 1))
+        )
+    assert [a.mid for a in pipeline.flush()] == [1, 2, 3]
+    assert len(store.telemetry_lines("P1")) == 3
+    writer.close()
+
+
+def test_telemetry_received_before_the_incident_opened_is_not_evidence(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    service = IncidentService(store, Policy(Limits(1800, 1200, 180)))
+    incident, created = service.report(
+        elevator_id="P2",
+        kind="entrapment",
+        source="phone",
+        reported_at=NOW,
+        note=None,
+        by="ana",
+        now=NOW,
+    )
+    assert created
+    # A frame stamped a second before the report, processed after it (it was queued).
+    early = decode(
+        "elevators/P2/status",
+        status_frame("P2", 1, door="open", door_zone=True, occupied=False, mode="inspection"),
+        NOW - timedelta(seconds=1),
+    )
+    assert isinstance(early, Frame)
+    service.on_frame(early)
+    after = service.get(incident.id)
+    assert after.released_at is None and after.arrived_at is None
+    late = decode(
+        "elevators/P2/status",
+        status_frame("P2", 2, door="open", door_zone=True, occupied=False, mode="inspection"),
+        NOW + timedelta(seconds=5),
+    )
+    assert isinstance(late, Frame)
+    service.on_frame(late)
+    after = service.get(incident.id)
+    assert after.released_at == NOW + timedelta(seconds=5)
+    assert after.arrival_evidence == "telemetry"
