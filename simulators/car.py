@@ -9,6 +9,7 @@ nothing about MQTT or frames: `status()` is what its sensors would read.
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
@@ -66,6 +67,7 @@ class Car:
         # Set by a fault: the controller stops serving calls until someone clears it.
         self.blocked = False
         self.door_stuck = False  # the door mechanism no longer obeys
+        self.pir_blind = False  # the occupancy sensor misses the people inside (`Pir`)
 
     # -- what the sensors read ------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class Car:
             self.velocity != 0.0,
             self.door,
             self.door_zone,
-            bool(self.riding),
+            bool(self.riding) and not self.pir_blind,
             self.mode,
             self.alarm_button,
             self.power,
@@ -206,3 +208,39 @@ class Car:
         travel = min(abs(gap), speed * dt)
         self.pos_m += math.copysign(travel, gap)
         self.velocity = math.copysign(speed, gap)
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """The car's occupancy sensor: a PIR sees movement, so it loses passengers who stand
+    still for a few seconds (domain.md); 0 dropouts gives a perfect sensor."""
+
+    pir_dropouts_per_min: float = 0.0  # per minute with people inside
+    pir_dropout_s: tuple[float, float] = (2.0, 8.0)
+
+    def __post_init__(self) -> None:
+        low, high = self.pir_dropout_s
+        if self.pir_dropouts_per_min < 0 or not 0 < low <= high:
+            raise ValueError("pir_dropouts_per_min must be >= 0 and pir_dropout_s 0 < low <= high")
+
+
+class Pir:
+    """Makes a car's occupancy sensor drop out now and then while people are inside."""
+
+    def __init__(self, car: Car, rng: random.Random, cfg: SensorConfig) -> None:
+        self.car = car
+        self.cfg = cfg
+        self._rng = rng
+        self._until = 0.0
+
+    def step(self, now: float, dt: float) -> None:
+        car = self.car
+        if car.pir_blind:
+            car.pir_blind = now < self._until and bool(car.riding)
+        elif (
+            self.cfg.pir_dropouts_per_min
+            and car.riding
+            and self._rng.random() < self.cfg.pir_dropouts_per_min * dt / 60
+        ):
+            car.pir_blind = True
+            self._until = now + self._rng.uniform(*self.cfg.pir_dropout_s)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from gateway.clock import Clock
-from simulators.car import Car
+from simulators.car import Car, Pir
 from simulators.crew import ApiReporter, CrewService
 from simulators.device import Device
 from simulators.faults import Fault, FaultInjector
@@ -73,6 +73,7 @@ class _Unit:
         )
         self.group = group
         self.traffic = rng("traffic")
+        self.pir = Pir(self.car, rng("pir"), s.sensors)
         self.injector = FaultInjector(
             self.device, rng("faults"), s.faults, fleet._fault_started, fleet._fault_ended
         )
@@ -95,6 +96,7 @@ class _Unit:
             for trip in arrivals(self.traffic, g.building, hour, dt, *g.floors, g.traffic):
                 car.request(trip)
         self.injector.step(now)
+        self.pir.step(now, dt)
         idle = self.injector.active is None and car.in_service and car.people == 0
         self.crew.step(now, car_free=idle and not car.moving and car.door == "closed")
         self.device.advance(until)

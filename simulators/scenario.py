@@ -15,6 +15,7 @@ file, seed and start time give the same frames and the same labels. Example:
     crew:
       delay: {distribution: lognormal, median_s: 720, sigma: 0.4, late_share: 0.08}
     misbehave: {devices: 0.1, duplicates: 0.05, clock_skew_s: 420}
+    sensors: {pir_dropouts_per_min: 1, pir_dropout_s: [2, 8]}
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
+from simulators.car import SensorConfig
 from simulators.crew import CrewConfig
 from simulators.faults import FaultConfig
 from simulators.misbehave import MisbehaveConfig
@@ -87,6 +89,7 @@ class Scenario:
     faults: FaultConfig = field(default_factory=FaultConfig)
     crew: CrewConfig = field(default_factory=CrewConfig)
     misbehave: MisbehaveConfig = field(default_factory=MisbehaveConfig)
+    sensors: SensorConfig = field(default_factory=SensorConfig)
 
     def __post_init__(self) -> None:
         self.tz  # noqa: B018 - validates utc_offset

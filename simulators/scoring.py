@@ -14,8 +14,10 @@ Matching, per elevator (times are instants, so device and gateway times compare 
 - An entrapment label is detected when an entrapment-kind `fire` alert for its elevator
   falls in its window; latency is the first such alert's time minus the label's start.
 - A fault label (kind = a catalogue code) is detected when a `fire` alert of that kind
-  falls in its window. Codes no rule opens an incident of (a short misuse of the alarm
-  button) are counted but not scored.
+  falls in its window, or when one that fired earlier is not yet cleared at its start: a
+  fault that recurs while its alarm is still clearing (the clear hold) continues that
+  episode by design, and the dispatcher still has the alarm. Codes no rule opens an
+  incident of (a short misuse of the alarm button) are counted but not scored.
 - A false entrapment alert is an entrapment-kind `fire` alert outside the window of every
   entrapment label of its elevator.
 - An unexplained alert is a fault or accident `fire` alert outside the window of every
@@ -167,13 +169,25 @@ def score(run: Run, rules: RuleSet | None = None) -> Score:
         start = datetime.fromisoformat(label.start)
         end = datetime.fromisoformat(label.end) if label.end else run.end
         windows[label.elevator_id].append((label, start, end + slack))
-    fired: dict[str, list[Alert]] = defaultdict(list)
+    # Each `fire` with the time its episode cleared (the end of the run if it did not).
+    fired: dict[str, list[tuple[Alert, datetime]]] = defaultdict(list)
+    up: dict[tuple[str, str], int] = {}
     for alert in run.alerts:
+        episodes = fired[alert.elevator_id]
         if alert.action == "fire":
-            fired[alert.elevator_id].append(alert)
+            up[alert.elevator_id, alert.rule] = len(episodes)
+            episodes.append((alert, run.end))
+        elif (i := up.pop((alert.elevator_id, alert.rule), None)) is not None:
+            episodes[i] = (episodes[i][0], alert.at)
 
-    def first(label: Label, start: datetime, end: datetime, kind: str) -> Alert | None:
-        hits = [a for a in fired[label.elevator_id] if a.kind == kind and start <= a.at <= end]
+    def first(
+        label: Label, start: datetime, end: datetime, kind: str, still_up: bool = False
+    ) -> Alert | None:
+        hits = [
+            a
+            for a, cleared in fired[label.elevator_id]
+            if a.kind == kind and (start <= a.at <= end or (still_up and a.at < start <= cleared))
+        ]
         return min(hits, key=lambda a: a.at, default=None)
 
     def covered(alert: Alert, kind: str | None) -> bool:
@@ -193,10 +207,10 @@ def score(run: Run, rules: RuleSet | None = None) -> Score:
         elif label.kind == ENTRAPMENT:
             entrapments.append(Detection(label, first(label, start, end, ENTRAPMENT)))
         elif label.kind in opened:
-            faults.append(Detection(label, first(label, start, end, label.kind)))
+            faults.append(Detection(label, first(label, start, end, label.kind, still_up=True)))
         elif label.kind != "maintenance":
             unscored[label.kind] += 1
-    fires = [a for alerts in fired.values() for a in alerts]
+    fires = [a for episodes in fired.values() for a, _cleared in episodes]
     return Score(
         entrapments,
         faults,

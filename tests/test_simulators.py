@@ -221,6 +221,21 @@ def test_entrapments_look_like_entrapments_until_the_crew_frees_them(
     assert any(e.code == "CREW_ON_SITE" for e in events)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("dropouts", [0, 3])
+def test_the_pir_loses_still_passengers_only_when_told_to(dropouts: float) -> None:
+    fleet, messages, clock = simulate(
+        hours=1,
+        elevators=[{"prefix": "E", "count": 1, "building": "hospital", "traffic": 5}],
+        faults={"entrapments_per_year": 100_000, "faults_per_year": 0, "reboots_per_year": 0},
+        sensors={"pir_dropouts_per_min": dropouts, "pir_dropout_s": [2, 8]},
+    )
+    label = next(la for la in fleet.label_log if la.kind == "entrapment" and la.end)
+    start, end = datetime.fromisoformat(label.start), datetime.fromisoformat(str(label.end))
+    trapped = [s for s in _statuses(messages, clock) if start < s.ts < end]
+    unseen = sum(not s.occupied for s in trapped)
+    assert (unseen > 0) == (dropouts > 0), unseen
+
+
 def test_car_travels_at_rated_speed_and_cycles_its_door() -> None:
     car = Car(0, 20, rated_speed_mps=1.5, rated_kg=1000, floor=0)
     car.request(Trip(0, 10, 2))
