@@ -33,7 +33,7 @@ from gateway.rules import RuleEngine, RuleError, load_rules
 from gateway.settings import Settings, parse_tokens, redact_url
 from gateway.spool import Spool
 from gateway.store import open_store
-from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink
+from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,10 @@ class Gateway:
             self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
         )
         self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
-        self.incidents = IncidentService(self.store, _policy(s), self.notifier.wake)
+        self.incidents = IncidentService(
+            self.store, _policy(s), self.notifier.wake,
+            on_change=lambda incident: self.writer.write([incident_point(incident)]),
+        )  # fmt: skip
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
         self.rules = RuleEngine(rules, site_of=self.registry.site_of)

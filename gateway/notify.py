@@ -22,6 +22,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.incidents.model import Incident, to_json
 from gateway.ingest import Publisher
+from gateway.settings import redact_url
 from gateway.store import OutboxMessage, Store
 
 log = structlog.get_logger(__name__)
@@ -177,14 +178,17 @@ class Notifier:
             response = self._http.post(message.target, content=message.payload, headers=headers)
         except httpx.HTTPError as exc:
             log.warning(
-                "webhook_failed", url=message.target, error=str(exc), attempt=message.attempts + 1
+                "webhook_failed",
+                url=redact_url(message.target),
+                error=str(exc),
+                attempt=message.attempts + 1,
             )
             return False
         if response.is_success:
             return True
         log.warning(
             "webhook_refused",
-            url=message.target,
+            url=redact_url(message.target),
             status=response.status_code,
             attempt=message.attempts + 1,
         )

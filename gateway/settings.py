@@ -126,12 +126,17 @@ def parse_tokens(value: str) -> dict[str, str]:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password replaced by `***`, for logs and messages."""
+    """`url` with its password and query (webhook URLs often carry a token there) replaced by
+    `***`, for logs and messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if not parts.query and parts.password is None:
+        return url  # (urlunsplit would also drop an empty netloc: sqlite:/// -> sqlite:/)
+    if parts.query:
+        parts = parts._replace(query="***")
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -25,6 +25,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from gateway import metrics
 from gateway.clock import Clock
 from gateway.frames import EventBody, Frame, StatusBody
+from gateway.incidents.model import Incident
 from gateway.spool import Point, Spool
 from gateway.store import Store
 
@@ -91,6 +92,20 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
         f"elevator_online,elevator_id={eid}{extra_tags} online={_bool(bool(frame.online))} {ts_ns}"
     )
     return Point("elevator_online", eid, ts_ns, line)
+
+
+def incident_point(incident: Incident) -> Point:
+    """The contract's `incident` measurement: one point per change, at the change's time."""
+    ts_ns = _ns(incident.updated_at)
+    fields = f"state={_str_field(incident.state)}"
+    if incident.arrival_s is not None:
+        fields += f",arrival_s={float(incident.arrival_s)!r}"
+    fields += f",breached={_bool(incident.sla == 'breached')}"
+    line = (
+        f"incident,elevator_id={incident.elevator_id},kind={escape_tag(incident.kind)},"
+        f"severity={incident.severity} {fields} {ts_ns}"
+    )
+    return Point("incident", incident.elevator_id, ts_ns, line)
 
 
 # -- sinks -----------------------------------------------------------------------------------

@@ -60,3 +60,13 @@ def test_tokens() -> None:
         "abc": "dispatcher",
         "def": "regulator",
     }
+
+
+def test_urls_are_redacted_for_logs() -> None:
+    from gateway.settings import redact_url
+
+    assert redact_url("mqtt://gw:s3cret@broker:1883") == "mqtt://gw:***@broker:1883"
+    assert (
+        redact_url("https://hooks.example/alarm?token=s3cret") == "https://hooks.example/alarm?***"
+    )
+    assert redact_url("sqlite:///gateway.db") == "sqlite:///gateway.db"

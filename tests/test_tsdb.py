@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway.clock import FixedClock
 from gateway.frames import Frame, decode
 from gateway.spool import Point, Spool
-from gateway.tsdb import DurableWriter, SinkError, escape_tag, to_point
+from gateway.tsdb import DurableWriter, SinkError, escape_tag, incident_point, to_point
 from tests.conftest import event_frame, status_frame, wait_for
 
 NOW = datetime(2026, 11, 27, 1, 0, 0, tzinfo=UTC)
@@ -143,3 +143,19 @@ def test_backlog_from_a_previous_run_is_replayed_first(tmp_path: Path) -> None:
     wait_for(lambda: writer.healthy, timeout=5)
     writer.close()
     assert [p.ts_ns for p in sink.points] == [0, 1, 2]
+
+
+def test_incident_line() -> None:
+    from gateway.incidents.model import Incident
+
+    incident = Incident(
+        id="INC-1", elevator_id="E1", kind="DOOR_LOCK_FAULT", severity="major",
+        incident_class="fault", state="arrived", rule=None, source="phone", opened_at=NOW,
+        deadline_at=NOW, warning_at=NOW, ack_deadline_at=NOW, updated_at=NOW,
+        arrived_at=NOW.replace(minute=12), sla="breached",
+    )  # fmt: skip
+    point = incident_point(incident)
+    assert point.line == (
+        "incident,elevator_id=E1,kind=DOOR_LOCK_FAULT,severity=major "
+        f'state="arrived",arrival_s=720.0,breached=true {point.ts_ns}'
+    )

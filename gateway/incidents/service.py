@@ -58,11 +58,16 @@ def new_incident_id(now: datetime) -> str:
 
 class IncidentService:
     def __init__(
-        self, store: Store, policy: Policy, on_outbox: Callable[[], None] = lambda: None
+        self,
+        store: Store,
+        policy: Policy,
+        on_outbox: Callable[[], None] = lambda: None,
+        on_change: Callable[[Incident], None] = lambda _i: None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._on_outbox = on_outbox
+        self._on_change = on_change  # e.g. the `incident` time series
         self._lock = threading.RLock()
         self._blackbox = BlackBox()
         # Elevators with an open incident, so most frames cost no database query.
@@ -222,6 +227,7 @@ class IncidentService:
         )
         self._open_elevators.add(elevator_id)
         metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
+        self._on_change(incident)
         log.info(
             "incident_opened",
             incident_id=incident.id,
@@ -293,6 +299,7 @@ class IncidentService:
         )
         new_entries = after.timeline[len(before.timeline) :]
         self._store.save_incident(after, new_entries, [*messages, *state_messages(after)], now)
+        self._on_change(after)
         if before.is_open and not after.is_open:
             self._forget_if_none_open(after.elevator_id)
         self._on_outbox()
