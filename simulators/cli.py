@@ -209,10 +209,11 @@ def score_command(
     hours = (run.end - run.start).total_seconds() / 3600
     console.print(
         f"{sc.size} elevators, {hours:g} simulated hours, seed {sc.seed}: "
-        f"{run.stats.sent:,} frames, {len(run.alerts):,} alerts"
+        f"{run.stats.sent:,} frames ({run.rejected.total():,} rejected, from "
+        f"{len(run.flaky)} cars with flaky firmware), {len(run.alerts):,} alerts"
     )
     console.print(_entrapment_table(result))
-    console.print(_fault_table(result))
+    console.print(_fault_table(result, run.flaky))
     console.print(_false_alert_table(result))
     if result.recall < 1 or result.false_entrapment:
         raise typer.Exit(1)
@@ -240,13 +241,14 @@ def _entrapment_table(result: Score) -> Table:
     return table
 
 
-def _fault_table(result: Score) -> Table:
-    table = Table(title="Faults: recall per code (a fire of that kind within the label)")
-    for column in ("code", "injected", "detected", "recall"):
+def _fault_table(result: Score, flaky: frozenset[str]) -> Table:
+    table = Table(title="Faults: recall per code (an alert of that kind up during the label)")
+    for column in ("code", "injected", "detected", "recall", "missed on flaky firmware"):
         table.add_column(column, justify="left" if column == "code" else "right")
     for code, detections in result.by_fault_code().items():
         found = sum(d.alert is not None for d in detections)
-        table.add_row(code, str(len(detections)), str(found), _percent(detections))
+        lost = sum(d.alert is None and d.label.elevator_id in flaky for d in detections)
+        table.add_row(code, str(len(detections)), str(found), _percent(detections), str(lost))
     for code, count in sorted(result.unscored.items()):
         table.add_row(code, str(count), "-", "no rule opens it")
     for kind, count in sorted(result.cut_off.items()):
@@ -263,7 +265,10 @@ def _false_alert_table(result: Score) -> Table:
         table.add_row(rule, str(count))
     table.add_row("[bold]false entrapment alerts[/bold]", str(len(result.false_entrapment)))
     table.add_row("[bold]unexplained fault/accident alerts[/bold]", str(len(result.unexplained)))
-    table.add_row("offline alerts (unlabelled reboots; not scored)", str(result.offline_alerts))
+    table.add_row(
+        "offline alerts (reboots, flaky links; not labelled, not scored)",
+        str(result.offline_alerts),
+    )
     return table
 
 

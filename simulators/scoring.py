@@ -23,8 +23,9 @@ Matching, per elevator (times are instants, so device and gateway times compare 
 - An unexplained alert is a fault or accident `fire` alert outside the window of every
   label of its elevator: an alarm where nothing was injected.
 
-Offline alerts (class `event`) come from controller reboots, which are not labelled; they
-are counted, not scored.
+Offline alerts (class `event`) come from controller reboots and from flaky firmware whose
+lost frames leave a car silent for the silence window; neither is labelled, so they are
+counted, not scored.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Run:
     alerts: list[Alert]
     stats: FleetStats
     rejected: Counter[str]  # frames the decoder refused, by reason
+    flaky: frozenset[str]  # elevators whose firmware misbehaves (scenario `misbehave`)
 
 
 def run_scenario(
@@ -91,7 +93,10 @@ def run_scenario(
     # The end of the run is the end of the observation, not a fleet-wide outage: the
     # "offline" the publisher announces on closing is never observed.
     fleet.stop()
-    return Run(scenario, fleet.epoch, clock.now(), fleet.label_log, alerts, fleet.stats, rejected)
+    flaky = frozenset(u.device.elevator_id for u in fleet.units if u.misbehaviour is not None)
+    return Run(
+        scenario, fleet.epoch, clock.now(), fleet.label_log, alerts, fleet.stats, rejected, flaky
+    )
 
 
 @dataclass(frozen=True)

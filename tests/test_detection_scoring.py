@@ -42,7 +42,8 @@ def test_the_scoring_scenario_injects_dozens_of_each_entrapment(scored: Any) -> 
     kinds = Counter(label.kind for label in run.labels)
     assert kinds["maintenance"] >= 10
     assert len(result.by_fault_code()) >= 10  # a mix of other faults
-    assert run.stats.faults.total() > 250 and not run.rejected
+    assert run.stats.faults.total() > 250
+    assert run.flaky and run.rejected.total() > 1000  # corrupt frames from flaky firmware
 
 
 def test_every_injected_entrapment_is_detected(scored: Any) -> None:
@@ -63,10 +64,11 @@ def test_no_entrapment_alert_where_none_was_injected(scored: Any) -> None:
     assert result.unexplained == []
 
 
-def test_every_scored_fault_code_is_detected(scored: Any) -> None:
-    _, result = scored
+def test_every_fault_is_detected_unless_flaky_firmware_lost_its_event(scored: Any) -> None:
+    run, result = scored
     missed = [d.label for d in result.faults if d.alert is None]
-    assert missed == []
+    assert all(label.elevator_id in run.flaky for label in missed), missed
+    assert len(missed) <= 0.05 * len(result.faults)
 
 
 # -- how labels and alerts are matched -----------------------------------------------------
@@ -103,7 +105,7 @@ def test_matching_window_is_label_start_to_end_plus_one_tick() -> None:
         _alert("E", 250, "CONTROLLER_FAULT", rule="controller_fault"),  # nothing injected
     ]
     end = T0 + timedelta(seconds=1000)
-    run = Run(scenario, T0, end, labels, alerts, stats=None, rejected=Counter())  # type: ignore[arg-type]
+    run = Run(scenario, T0, end, labels, alerts, None, Counter(), frozenset())  # type: ignore[arg-type]
     result = score(run, RULES)
     detected = {d.label.elevator_id: d.alert is not None for d in result.entrapments}
     assert detected == {"A": True, "B": False, "C": True}

@@ -333,6 +333,11 @@ class RuleEngine:
             return  # stale heap entry: the episode moved on
         c = self._by_id[rule_id]
         if ep.phase == _PENDING:
+            if c.bit & self._mute_mask(car):
+                # Excluded since the hold began (the car emptied, a technician took over):
+                # status rules were dropped by that frame, event rules only learn it here.
+                self._drop(car, rule_id)
+                return
             ep.phase = _FIRING
             self._fire(car, c, ep, deadline, out)
         else:
