@@ -20,7 +20,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.settings import Settings, load_settings
-from tests.services import Broker, VictoriaMetrics, free_port, make_broker, make_vm, wait_for
+from tests.services import (
+    Broker,
+    VictoriaMetrics,
+    free_port,
+    make_broker,
+    make_pg_database,
+    make_vm,
+    wait_for,
+)
 
 __all__ = ["Broker", "VictoriaMetrics", "free_port", "wait_for"]
 
@@ -57,6 +65,22 @@ def own_vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     v.start()
     yield v
     v.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own, dropped afterwards."""
+    db = make_pg_database()
+    yield db.url
+    db.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store URL of each backend in turn (PostgreSQL: the session's database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from gateway.embedded import free_port, mosquitto_config
 
@@ -233,3 +236,42 @@ def make_pki(directory: Path, client_cn: str) -> Path:
             f"-extfile {stem}.ext -out {stem}.crt"
         )
     return directory
+
+
+# The machine's PostgreSQL (`.ci/run` starts it); tests make databases of their own in it.
+PG_ADMIN_URL = os.environ.get(
+    "GATEWAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class PgDatabase:
+    """A database created for one test session or benchmark run; `drop()` removes it."""
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self) -> None:
+        with _pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _pg_admin() -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        # Never a skip: the PostgreSQL half of the store tests is part of the suite.
+        raise RuntimeError(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); run .ci/run, or set "
+            "GATEWAY_TEST_PG_URL to a superuser URL of a running server"
+        ) from None
+
+
+def make_pg_database() -> PgDatabase:
+    db = PgDatabase("gw_test_" + uuid.uuid4().hex[:12])
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{db.name}"')
+    return db

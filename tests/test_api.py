@@ -13,13 +13,20 @@ import pytest
 from gateway.app import Gateway
 from tests.conftest import Subscriber, wait_for
 
+PG = "postgresql"
 TOKENS = {"dispatcher": "d-secret", "regulator": "r-secret", "admin": "a-secret"}
 
 
 @pytest.fixture
-def gw(gateway_settings) -> Iterator[Gateway]:
+def gw(gateway_settings, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """A gateway on SQLite, or on PostgreSQL for tests parametrised with `indirect=["gw"]`."""
+    store = (
+        {"store_url": request.getfixturevalue("pg_url")}
+        if getattr(request, "param", None) == PG
+        else {}
+    )
     settings = gateway_settings(
-        tsdb_url="", tokens=",".join(f"{role}:{tok}" for role, tok in TOKENS.items())
+        tsdb_url="", tokens=",".join(f"{role}:{tok}" for role, tok in TOKENS.items()), **store
     )
     with Gateway(settings) as gateway:
         wait_for(lambda: _up(gateway))
@@ -125,6 +132,7 @@ def test_unknown_ids_are_404(gw: Gateway) -> None:
     assert call(gw, "GET", "/api/elevators/NEVER-SEEN").status_code == 404
 
 
+@pytest.mark.parametrize("gw", ["sqlite", PG], indirect=True)
 def test_phone_report_lifecycle_on_the_api_and_the_retained_topic(gw: Gateway, broker) -> None:
     alerts = Subscriber(broker.url, "dispatch/alerts")
     assert (

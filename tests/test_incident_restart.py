@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Subscriber, wait_for
 
@@ -36,7 +37,12 @@ def _healthy(env: dict[str, str]) -> bool:
         return False
 
 
-def test_breach_due_while_down_fires_once_at_start(gateway_env, broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_breach_due_while_down_fires_once_at_start(
+    gateway_env, broker, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":
+        gateway_env["GATEWAY_STORE_URL"] = request.getfixturevalue("pg_url")
     env = gateway_env | {
         "GATEWAY_ARRIVAL_LIMIT_S": "3",
         "GATEWAY_ARRIVAL_WARNING_S": "3",
