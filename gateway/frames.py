@@ -7,6 +7,7 @@ that says why, in one of the `REASONS` below. Extra body fields are kept on the 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
@@ -181,7 +182,8 @@ def elevator_of(topic: str) -> str | None:
     """The elevator a topic names, if it is one of ours (checked again, fully, by decode)."""
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "elevators" and ELEVATOR_ID_RE.fullmatch(parts[1]):
-        return parts[1]
+        # Interned: every per-elevator table of the gateway then shares one key object.
+        return sys.intern(parts[1])
     return None
 
 

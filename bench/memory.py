@@ -1,0 +1,106 @@
+"""Resident memory per tracked elevator: every per-elevator structure of the hot path (rate
+limit, dedup, black box, rule engine state and timers, last online state), filled by real
+frames for N distinct elevators, against the same process before the frames (the baseline).
+
+    python bench/memory.py --elevators 100000 --frames-per-elevator 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway import logs
+from gateway.clock import FixedClock
+from gateway.deadletter import DeadLetter
+from gateway.incidents.service import IncidentService, Policy
+from gateway.incidents.sla import Limits
+from gateway.ingest import AckToken, RawMessage
+from gateway.pipeline import Pipeline
+from gateway.rules import RuleEngine, load_rules
+from gateway.spool import Point, Spool
+from gateway.store import open_store
+from gateway.tsdb import DurableWriter
+
+
+class _Discard:
+    """Telemetry is not what is measured here: drop it."""
+
+    def write(self, points: list[Point]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--elevators", type=int, default=100_000)
+    parser.add_argument("--frames-per-elevator", type=int, default=3)
+    args = parser.parse_args()
+    logs.configure("warning")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-mem-"))
+    now = datetime.now(UTC)
+    store = open_store(f"sqlite:///{work / 'g.db'}")
+    writer = DurableWriter(_Discard(), Spool(work / "spool", 1 << 30), FixedClock(now))
+    incidents = IncidentService(store, Policy(Limits(1800, 1200, 180)))
+    engine = RuleEngine(load_rules())
+
+    def detect(frame: object) -> None:
+        for alert in engine.observe(frame, now):  # type: ignore[arg-type]
+            incidents.on_alert(alert)
+
+    pipeline = Pipeline(
+        writer,
+        DeadLetter(store, lambda _t, _p: None, 100, 65536),
+        consumers=[incidents.on_frame, detect],
+    )
+    ts = now.isoformat()
+    gc.collect()
+    baseline = _rss_kib()
+    for seq in range(args.frames_per_elevator):
+        for n in range(args.elevators):
+            eid = f"M{n:07d}"
+            body = {"v": 1, "elevator_id": eid, "seq": seq, "boot": 1, "ts": ts,
+                    "floor": n % 20, "moving": seq % 2 == 0, "direction": "up",
+                    "speed_mps": 1.0, "door": "open" if seq == 1 else "closed",
+                    "door_zone": True, "occupied": False, "load_pct": 30.0, "mode": "normal",
+                    "alarm_button": False, "power": "mains",
+                    "safety_circuit": "closed"}  # fmt: skip
+            raw = RawMessage(
+                f"elevators/{eid}/status", json.dumps(body).encode(), now, AckToken(n, 1)
+            )
+            pipeline.process(raw)
+            if n % 5000 == 4999:
+                pipeline.flush()
+        pipeline.flush()
+    gc.collect()
+    used = _rss_kib() - baseline
+    print(f"tracked elevators: {pipeline.tracked_elevators:,}")
+    print(f"RSS before frames (baseline): {baseline / 1024:.1f} MiB")
+    print(
+        f"RSS added by {args.elevators:,} elevators: {used / 1024:.1f} MiB "
+        f"= {used * 1024 / args.elevators:.0f} bytes per elevator (target <= 1024)"
+    )
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()
