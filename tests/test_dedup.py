@@ -40,7 +40,7 @@ def test_frames_older_than_the_window_pass() -> None:
     assert d.check("A", 1, 0).new  # cannot be told apart: at-least-once, not loss
 
 
-@given(st.lists(st.integers(min_value=0, max_value=300), max_size=200))
+@given(st.lists(st.integers(min_value=0, max_value=WINDOW - 1), max_size=200))
 def test_each_seq_is_new_exactly_once_within_the_window(seqs: list[int]) -> None:
     d = Dedup()
     news = [s for s in seqs if d.check("A", 7, s).new]
