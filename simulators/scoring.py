@@ -106,6 +106,7 @@ class Detection:
 
     @property
     def latency_s(self) -> float | None:
+        """Alert time minus label start; negative for a fault whose alarm was already up."""
         if self.alert is None:
             return None
         return (self.alert.at - datetime.fromisoformat(self.label.start)).total_seconds()
