@@ -33,9 +33,12 @@ from tests.services import (
 __all__ = ["Broker", "VictoriaMetrics", "free_port", "wait_for"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A Mosquitto shared by the tests that do not restart it."""
+    """A Mosquitto shared by the tests of one module that do not restart it. Per module, so
+    retained messages (online states, incident states) of one module never reach another's
+    gateways: a retained `online` of an elevator that never sends again is, rightly, an
+    offline incident after 30 s."""
     b = make_broker(tmp_path_factory.mktemp("mosquitto"))
     b.start()
     yield b
