@@ -14,12 +14,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.ingest import BrokerAddress  # one parser of the broker URL for both sides
 
 QOS = 1
 MAX_PENDING = 20_000  # unacknowledged messages per connection before publish() waits
@@ -55,29 +55,6 @@ class ListPublisher:
 
     def close(self) -> None:
         self.messages.extend((f"elevators/{e}/online", b"0", True) for e in self._ids)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"not an mqtt:// or mqtts:// URL: {url!r}")
-        tls = parts.scheme == "mqtts"
-        return cls(
-            parts.hostname,
-            parts.port or (8883 if tls else 1883),
-            tls,
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-        )
 
 
 def make_client(address: BrokerAddress, client_id: str) -> paho.Client:
