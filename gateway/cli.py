@@ -102,7 +102,7 @@ def registry_import(
             readable=True,
             help="CSV with a header row: elevator_id and any of "
             "site, district, address, maintenance_company, "
-            "use_unit, inspection_due, last_maintenance "
+            "maintenance_phone, use_unit, inspection_due, last_maintenance "
             "(dates as YYYY-MM-DD).",
         ),
     ],
@@ -128,6 +128,30 @@ def registry_import(
         f"imported {len(records)} elevators ({created} new, {len(records) - created} "
         f"updated) into {settings.store_url.split('@')[-1]}"
     )
+
+
+@registry_app.command("qr")
+def registry_qr(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", file_okay=False, help="Directory for the SVG files.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Write a printable QR code (SVG) for the safety tag of every registered elevator: it
+    opens the elevator's public page under `public_base_url`, with the registration code
+    written under it."""
+    from gateway.qr import write_tags
+    from gateway.store import open_store
+
+    settings = _settings_or_exit(config)
+    if not settings.public_base_url:
+        typer.echo("error: set public_base_url (GATEWAY_PUBLIC_BASE_URL) first", err=True)
+        raise typer.Exit(2)
+    store = open_store(settings.store_url)
+    elevator_ids = sorted(r["elevator_id"] for r in store.all_elevators())
+    store.close()
+    written = write_tags(settings.public_base_url, elevator_ids, out)
+    typer.echo(f"wrote {len(written)} QR codes to {out}")
 
 
 def _settings_or_exit(config: Path | None) -> Settings:

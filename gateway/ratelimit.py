@@ -28,3 +28,15 @@ class RateLimiter:
             return Decision(True, False)
         self._buckets[elevator_id] = (tokens, now_s, True)
         return Decision(False, not refusing)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def forget_full(self, now_s: float) -> None:
+        """Drop the buckets that have refilled: a full bucket acts as a missing one, so this
+        bounds memory (e.g. one bucket per client address) without changing any decision."""
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if bucket[0] + (now_s - bucket[1]) * self._rate < self._burst
+        }

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, ge=1)
     log_level: str = "info"
     timezone: str = "Asia/Shanghai"  # IANA zone of report periods and monthly buckets
+    # Where the public reaches this gateway's pages; the safety tags' QR codes point here.
+    public_base_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
     # Arrival limits per district (seconds); districts not listed use arrival_limit_s.
     district_arrival_limits: dict[str, int] = Field(default_factory=dict)
     alert_webhooks: list[str] = Field(default_factory=list)

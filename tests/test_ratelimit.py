@@ -16,3 +16,12 @@ def test_burst_then_sustained_rate_per_elevator() -> None:
     assert limiter.check("A", 0.6).first_refusal is False
     assert limiter.check("A", 100.0).allowed  # refills up to the burst only
     assert sum(limiter.check("A", 100.0).allowed for _ in range(10)) == 4
+
+
+def test_forgetting_full_buckets_changes_no_decision() -> None:
+    limiter = RateLimiter(rate=1.0, burst=2.0)
+    assert limiter.check("A", 0.0).allowed and limiter.check("B", 0.0).allowed
+    assert limiter.check("B", 0.0).allowed
+    limiter.forget_full(1.5)  # A is full again, B holds 1.5 tokens
+    assert len(limiter) == 1
+    assert limiter.check("B", 1.5).allowed and not limiter.check("B", 1.5).allowed

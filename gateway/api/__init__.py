@@ -12,9 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.api import elevators, events, fleet, incidents, reports
 from gateway.api.auth import TokenBook
 from gateway.api.deps import Context
+from gateway.citizen import CitizenDesk
 from gateway.incidents.service import NotFound
 from gateway.incidents.state import TransitionError
-from gateway.web import pages
+from gateway.web import pages, public
 
 
 def _field_message(errors: list[dict[str, Any]]) -> str:
@@ -32,6 +33,7 @@ def create_app(context: Context, tokens: dict[str, str]) -> FastAPI:
     )
     app.state.context = context
     app.state.tokens = TokenBook(tokens)
+    app.state.citizen_desk = CitizenDesk(context.service, context.store)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,4 +65,5 @@ def create_app(context: Context, tokens: dict[str, str]) -> FastAPI:
     app.include_router(events.router)
     app.include_router(fleet.router)
     app.include_router(pages.router)
+    app.include_router(public.router)
     return app

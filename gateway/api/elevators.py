@@ -19,6 +19,8 @@ router = APIRouter(prefix="/api/elevators", tags=["registry"])
 ElevatorIdPath = Annotated[str, Path(pattern=f"^{ELEVATOR_ID_RE.pattern}$")]
 Ctx = Annotated[Context, Depends(context)]
 Short = Annotated[str, Field(max_length=500)]
+# The maintenance company's 24-hour line, printed on the public page as a tel: link.
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()-]{2,30}$")]
 
 
 class RegistryRecord(BaseModel):
@@ -28,6 +30,7 @@ class RegistryRecord(BaseModel):
     district: Short | None = None
     address: Short | None = None
     maintenance_company: Short | None = None
+    maintenance_phone: Phone | None = None
     use_unit: Short | None = None
     inspection_due: dt.date | None = None
     last_maintenance: dt.date | None = None

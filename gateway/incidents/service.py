@@ -115,14 +115,16 @@ class IncidentService:
         note: str | None,
         by: str,
         now: datetime,
+        severity: str | None = None,
     ) -> tuple[Incident, bool]:
         """A report by a person; joins an open incident of that elevator and kind.
-        Returns the incident and whether it is new."""
+        Returns the incident and whether it is new. `severity` defaults by kind."""
         incident_class = "entrapment" if kind == "entrapment" else "fault"
+        severity = severity or ("critical" if incident_class == "entrapment" else "major")
         with self._lock:
             return self._open_or_join(
-                elevator_id=elevator_id, kind=kind, severity="critical" if
-                incident_class == "entrapment" else "major", incident_class=incident_class,
+                elevator_id=elevator_id, kind=kind, severity=severity,
+                incident_class=incident_class,
                 rule=None, source=source, at=reported_at, by=by, note=note, now=now,
             )  # fmt: skip
 
@@ -196,7 +198,7 @@ class IncidentService:
         registry = self._store.get_elevator(elevator_id) or {}
         limits = self._policy.limits_for(registry.get("district"))
         clocks = sla.clocks(at, limits, incident_class)
-        opened_by = f"opened by {by}" + (f": {note}" if note else "")
+        opened_by = f"opened by {by} ({source})" + (f": {note}" if note else "")
         if group is not None:
             opened_by += f" (grouped under {group})"
         incident = Incident(
@@ -250,8 +252,10 @@ class IncidentService:
         note: str | None,
         now: datetime,
     ) -> Incident:
-        """A second report of an open incident: the earlier time starts the clock, the higher
-        severity wins, and the timeline says who reported what."""
+        """A second report of an open incident: the earlier time starts the clock (and its
+        source becomes the incident's `source`, how it was first reported), the higher
+        severity wins, and the timeline says who reported what; telemetry joining a person's
+        report is recorded as confirming it."""
         changes: dict[str, Any] = {}
         if _SEVERITY_RANK[severity] > _SEVERITY_RANK[incident.severity]:
             changes["severity"] = severity
@@ -261,13 +265,17 @@ class IncidentService:
             clocks = sla.clocks(at, limits, incident.incident_class)
             changes.update(
                 opened_at=at,
+                source=source,
                 deadline_at=clocks.deadline_at,
                 warning_at=clocks.warning_at,
                 ack_deadline_at=clocks.ack_deadline_at,
                 report_deadline_at=clocks.report_deadline_at,
             )
-        what = f"also reported by {by} ({source}) at {at.isoformat()}" + (
-            f": {note}" if note else ""
+        confirms = source == "telemetry" and incident.source != "telemetry"
+        what = (
+            (f"confirmed by telemetry ({by})" if confirms else f"also reported by {by} ({source})")
+            + f" at {at.isoformat()}"
+            + (f": {note}" if note else "")
         )
         updated = state.note(replace(incident, **changes), what, by, now)
         messages: list[OutboxMessage] = []

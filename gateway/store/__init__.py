@@ -47,6 +47,7 @@ REGISTRY_FIELDS = (
     "district",
     "address",
     "maintenance_company",
+    "maintenance_phone",
     "use_unit",
     "inspection_due",
     "last_maintenance",

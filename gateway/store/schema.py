@@ -79,6 +79,7 @@ elevators = Table(
     Column("district", Text),
     Column("address", Text),
     Column("maintenance_company", Text),
+    Column("maintenance_phone", Text),  # its 24-hour line, on the public page
     Column("use_unit", Text),
     Column("inspection_due", Date),
     Column("last_maintenance", Date),

@@ -44,7 +44,8 @@ router.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
 _templates = Jinja2Templates(directory=_HERE / "templates")
 
 
-def _language(request: Request) -> str:
+def language(request: Request) -> str:
+    """The language cookie's choice, else the browser's preference (Chinese or English)."""
     chosen = request.cookies.get(LANG_COOKIE)
     if chosen in LANGUAGES:
         return chosen
@@ -58,7 +59,7 @@ def _render(
     status_code: int = 200,
     **values: Any,
 ) -> Response:
-    lang = _language(request)
+    lang = language(request)
     page = {
         "lang": lang,
         "t": STRINGS[lang],
