@@ -149,18 +149,20 @@ class Notifier:
     def drain_once(self) -> int:
         """Deliver what is due; returns how many were delivered."""
         delivered = 0
-        for message in self._store.outbox_due(self._clock.now()):
-            ok = self._mqtt(message) if message.channel == "mqtt" else self._webhook(message)
-            assert message.id is not None
-            if ok:
-                self._store.outbox_done(message.id)
-                delivered += 1
-                continue
-            attempts = message.attempts + 1
-            delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
-            self._store.outbox_retry(message.id, attempts, self._clock.now() + delay)
-            if message.channel == "mqtt":
-                break  # keep MQTT order: nothing after a message that did not go out
+        # Gateways sharing a store share the outbox: one of them delivers at a time.
+        with self._store.claim_outbox(self._clock.now()) as claim:
+            for message in claim.messages:
+                ok = self._mqtt(message) if message.channel == "mqtt" else self._webhook(message)
+                assert message.id is not None
+                if ok:
+                    claim.done(message.id)
+                    delivered += 1
+                    continue
+                attempts = message.attempts + 1
+                delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
+                claim.retry(message.id, attempts, self._clock.now() + delay)
+                if message.channel == "mqtt":
+                    break  # keep MQTT order: nothing after a message that did not go out
         return delivered
 
     def _mqtt(self, message: OutboxMessage) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -80,16 +81,24 @@ def test_incident_insert_save_find_list_and_due(store: Store, eid: str) -> None:
 
     acked = replace(first, state="acknowledged", acknowledged_at=NOW, next_due_at=None)
     entry = TimelineEntry(NOW + timedelta(seconds=1), "acknowledged", "ana")
-    store.save_incident(acked, [entry], [], NOW)
+    acked_msg = OutboxMessage("mqtt", f"dispatch/incidents/{first.id}", b"{1}", retain=True)
+    changed = store.update_incident(
+        first.id, lambda i: (replace(acked, timeline=(*i.timeline, entry)), [acked_msg]), NOW
+    )
+    assert changed is not None and changed[0] == first and changed[1] == acked
     got = store.get_incident(first.id)
     assert got == acked and got.timeline == (*first.timeline, entry)
-    assert first.id not in {i.id for i in store.due_incidents(NOW)}
+    assert store.update_incident("INC-none", lambda i: (i, []), NOW) is None
 
     other = incident(eid, kind="OVERSPEED", due_in_s=-1)
     assert store.insert_incident(other, [], NOW)
-    assert other.id in {i.id for i in store.due_incidents(NOW)}
     assert {i.id for i in store.list_incidents(elevator_id=eid)} == {first.id, other.id}
-    store.save_incident(replace(other, state="closed", closed_at=NOW), [], [], NOW)
+    assert eid in store.open_elevator_ids()
+    fired = store.fire_due(NOW, lambda i: (replace(i, next_due_at=None), []), limit=10_000)
+    assert other.id in {after.id for _b, after in fired} and first.id not in {
+        after.id for _b, after in fired
+    }
+    store.update_incident(other.id, lambda i: (replace(i, state="closed", closed_at=NOW), []), NOW)
     assert [i.id for i in store.list_incidents(state="closed", elevator_id=eid)] == [other.id]
     assert [i.id for i in store.open_incidents_of(eid)] == [first.id]
     # Once closed, a new incident of that kind may open.
@@ -113,17 +122,76 @@ def test_one_open_incident_per_kind_under_two_concurrent_inserters(store: Store,
     assert len(store.list_incidents(elevator_id=eid)) == 1
 
 
+def _mine(store: Store, at: datetime, eid: str) -> list[OutboxMessage]:
+    with store.claim_outbox(at, limit=10_000) as claim:
+        return [m for m in claim.messages if m.target.startswith(f"t/{eid}/")]
+
+
 def test_outbox_in_order_done_and_retry(store: Store, eid: str) -> None:
     later = NOW + timedelta(hours=1)
     messages = [OutboxMessage("mqtt", f"t/{eid}/{n}", str(n).encode()) for n in range(3)]
     store.enqueue(messages, later)
-    mine = [m for m in store.outbox_due(later, limit=10_000) if m.target.startswith(f"t/{eid}/")]
-    assert [m.payload for m in mine] == [b"0", b"1", b"2"]
-    assert mine[0].id is not None and mine[1].id is not None
-    store.outbox_done(mine[0].id)
-    store.outbox_retry(mine[1].id, 1, later + timedelta(seconds=2))
-    due = {m.target for m in store.outbox_due(later, limit=10_000)}
-    assert f"t/{eid}/0" not in due and f"t/{eid}/1" not in due and f"t/{eid}/2" in due
+    with store.claim_outbox(later, limit=10_000) as claim:
+        mine = [m for m in claim.messages if m.target.startswith(f"t/{eid}/")]
+        assert [m.payload for m in mine] == [b"0", b"1", b"2"]
+        assert mine[0].id is not None and mine[1].id is not None
+        claim.done(mine[0].id)
+        claim.retry(mine[1].id, 1, later + timedelta(seconds=2))
+    assert [m.target for m in _mine(store, later, eid)] == [f"t/{eid}/2"]
+    [retried] = [m for m in _mine(store, later + timedelta(seconds=2), eid) if m.attempts]
+    assert retried.target == f"t/{eid}/1"
+
+
+def test_outbox_has_one_deliverer_at_a_time(pg_url: str, eid: str) -> None:
+    """Gateways share the outbox: while one delivers, another's claim comes back empty."""
+    first, second = open_store(pg_url), open_store(pg_url)
+    first.enqueue([OutboxMessage("mqtt", f"t/{eid}/0", b"0")], NOW)
+    with first.claim_outbox(NOW, limit=10_000) as held:
+        assert held.messages
+        assert _mine(second, NOW, eid) == []
+    assert len(_mine(second, NOW, eid)) == 1
+    first.close()
+    second.close()
+
+
+def test_a_due_clock_fires_once_with_two_tickers(pg_url: str, eid: str) -> None:
+    """Two gateways' tickers on one PostgreSQL: the claim gives the firing to one of them."""
+    stores = [open_store(pg_url), open_store(pg_url)]
+    stores[0].insert_incident(incident(eid, due_in_s=-1), [], NOW)
+    start = threading.Barrier(2)
+    fired: list[str] = []
+
+    def fire(i: Incident) -> tuple[Incident, list[OutboxMessage]]:
+        time.sleep(0.3)  # hold the claim while the other ticker looks
+        fired.append(i.id)
+        alert = OutboxMessage("mqtt", f"t/{eid}/breach", b"{}")
+        return replace(i, sla="breached", next_due_at=NOW + timedelta(hours=1)), [alert]
+
+    def tick(store: Store) -> None:
+        start.wait()
+        store.fire_due(NOW, lambda i: fire(i) if i.elevator_id == eid else None)
+
+    threads = [threading.Thread(target=tick, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fired) == 1
+    assert [m.target for m in _mine(stores[0], NOW, eid)] == [f"t/{eid}/breach"]
+    for s in stores:
+        s.close()
+
+
+def test_membership_leases(store: Store, eid: str) -> None:
+    group = "g" + eid
+    assert store.renew_member(group, "a" + eid, NOW + timedelta(seconds=5), NOW) == ["a" + eid]
+    live = store.renew_member(group, "b" + eid, NOW + timedelta(seconds=5), NOW)
+    assert live == sorted(["a" + eid, "b" + eid])
+    # a's lease runs out: only b is live; then b leaves cleanly.
+    later = NOW + timedelta(seconds=6)
+    assert store.renew_member(group, "b" + eid, later + timedelta(seconds=5), later) == ["b" + eid]
+    store.leave("b" + eid)
+    assert store.renew_member(group, "a" + eid, later + timedelta(seconds=5), later) == ["a" + eid]
 
 
 def test_dead_letter_keeps_the_newest(store: Store, eid: str) -> None:

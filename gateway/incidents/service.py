@@ -169,12 +169,26 @@ class IncidentService:
 
     # -- the ticker --------------------------------------------------------------------------
     def tick(self, now: datetime) -> int:
-        """Fire every clock that is due; returns how many alerts went out."""
-        fired = 0
+        """Fire every clock that is due; returns how many alerts went out. Safe on every
+        gateway of a cluster: the store claims each due incident for one ticker."""
+        alerts = 0
+
+        def fire(incident: Incident) -> tuple[Incident, list[OutboxMessage]]:
+            nonlocal alerts
+            updated, messages = self._fire_due(incident, now)
+            alerts += len(messages)
+            return self._finish(updated, now, messages)
+
         with self._lock:
-            for incident in self._store.due_incidents(now):
-                fired += self._fire_due(incident, now)
-        return fired
+            fired = self._store.fire_due(now, fire)
+            # Incidents other gateways or API instances opened, so their telemetry counts here.
+            self._open_elevators = self._store.open_elevator_ids()
+            metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
+        for _before, after in fired:
+            self._on_change(after)
+        if fired:
+            self._on_outbox()
+        return alerts
 
     # -- internals ---------------------------------------------------------------------------
     def _open_or_join(
@@ -300,17 +314,36 @@ class IncidentService:
         now: datetime,
         messages: Sequence[OutboxMessage] = (),
     ) -> None:
-        after = replace(
-            after,
-            sla=sla.sla_status(after, now),
-            next_due_at=sla.next_due_at(after, self._policy.limits.ack_s),
-        )
+        """Store `after` as a change of `before`: only the fields this change set are applied,
+        to the row as it is now and under its lock, so a concurrent change elsewhere in the
+        cluster (a clock fired by another gateway, an action on another API instance) is
+        kept rather than overwritten."""
+        changed = {k: v for k, v in after.row().items() if v != getattr(before, k)}
         new_entries = after.timeline[len(before.timeline) :]
-        self._store.save_incident(after, new_entries, [*messages, *state_messages(after)], now)
+
+        def merge(current: Incident) -> tuple[Incident, list[OutboxMessage]]:
+            merged = replace(current, **changed, timeline=current.timeline + new_entries)
+            return self._finish(merged, now, messages)
+
+        saved = self._store.update_incident(before.id, merge, now)
+        if saved is None:
+            return
+        current, after = saved
         self._on_change(after)
-        if before.is_open and not after.is_open:
+        if current.is_open and not after.is_open:
             self._forget_if_none_open(after.elevator_id)
         self._on_outbox()
+
+    def _finish(
+        self, incident: Incident, now: datetime, messages: Sequence[OutboxMessage]
+    ) -> tuple[Incident, list[OutboxMessage]]:
+        """The incident with its SLA status and next clock, and all that its change publishes."""
+        incident = replace(
+            incident,
+            sla=sla.sla_status(incident, now),
+            next_due_at=sla.next_due_at(incident, self._policy.limits.ack_s),
+        )
+        return incident, [*messages, *state_messages(incident)]
 
     def _forget_if_none_open(self, elevator_id: str) -> None:
         if not self._store.open_incidents_of(elevator_id):
@@ -343,7 +376,8 @@ class IncidentService:
             if updated is not incident:
                 self._save(incident, updated, at)
 
-    def _fire_due(self, incident: Incident, now: datetime) -> int:
+    def _fire_due(self, incident: Incident, now: datetime) -> tuple[Incident, list[OutboxMessage]]:
+        """The incident with its due clocks fired, and their alerts."""
         updated = incident
         messages: list[OutboxMessage] = []
         for due in sla.due(incident, now, self._policy.limits.ack_s):
@@ -365,8 +399,7 @@ class IncidentService:
                 what = "accident report to the regulator overdue"
             updated = state.note(updated, what, "gateway", now)
             messages += self._alert(updated, due.kind, due.severity, now, due.level)
-        self._save(incident, updated, now, messages)
-        return len(messages)
+        return updated, messages
 
     def _site_alert(self, alert: Alert) -> None:
         """One alarm for a site whose elevators lost mains power together."""

@@ -7,7 +7,8 @@ All SQL goes through SQLAlchemy expressions, so every value is a bound parameter
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +36,7 @@ from gateway.store.schema import (
     audit,
     dead_letter,
     elevators,
+    gateway_members,
     incident_frames,
     incidents,
     outage_notices,
@@ -63,6 +66,31 @@ class OutboxMessage:
     retain: bool = False
     id: int | None = None
     attempts: int = 0
+
+
+# A change of one stored incident, applied under its row lock: the incident after the change
+# and what that change publishes, or None to leave it as it is.
+IncidentChange = Callable[[Incident], tuple[Incident, Sequence[OutboxMessage]] | None]
+
+
+class OutboxClaim:
+    """Due outbox messages held by one deliverer; each mark commits at once."""
+
+    def __init__(self, engine: Engine, messages: list[OutboxMessage]) -> None:
+        self.messages = messages
+        self._engine = engine
+
+    def done(self, message_id: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(outbox).where(outbox.c.id == message_id))
+
+    def retry(self, message_id: int, attempts: int, next_attempt_at: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == message_id)
+                .values(attempts=attempts, next_attempt_at=next_attempt_at)
+            )
 
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -104,8 +132,25 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as conn:
+        # Gateways of a cluster start together: one migrates, the others wait and find it done.
+        _lock(conn, _MIGRATION_LOCK, wait=True)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+# PostgreSQL advisory lock keys (arbitrary, fixed): schema migration, outbox delivery.
+_MIGRATION_LOCK = 0x6761_7465_0001
+_OUTBOX_LOCK = 0x6761_7465_0002
+
+
+def _lock(conn: Connection, key: int, *, wait: bool) -> bool:
+    """Take a transaction-scoped lock across processes; SQLite has a single writer anyway."""
+    if conn.dialect.name != "postgresql":
+        return True
+    if wait:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        return True
+    return conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one()
 
 
 class Store:
@@ -254,21 +299,52 @@ class Store:
             return False
         return True
 
-    def save_incident(
-        self,
-        incident: Incident,
-        new_entries: Sequence[TimelineEntry],
-        messages: Sequence[OutboxMessage],
-        now: datetime,
-    ) -> None:
+    def update_incident(
+        self, incident_id: str, change: IncidentChange, now: datetime
+    ) -> tuple[Incident, Incident] | None:
+        """Apply `change` to the stored incident under a row lock (PostgreSQL), so writers in
+        other gateways or API instances are serialised instead of overwriting each other.
+        Returns (before, after); None if there is no such incident or nothing changed."""
+        query = select(incidents).where(incidents.c.id == incident_id).with_for_update()
         with self.engine.begin() as conn:
+            changed = self._change_locked(conn, query, change, now)
+        return changed[0] if changed else None
+
+    def fire_due(
+        self, now: datetime, fire: IncidentChange, limit: int = 100
+    ) -> list[tuple[Incident, Incident]]:
+        """Claim incidents whose clocks are due and record what `fire` makes of each, claim
+        and firing and its outbox messages in one transaction. Claimed rows are locked and
+        other tickers skip them (FOR UPDATE SKIP LOCKED), then find them no longer due: a
+        clock fires once however many gateways tick. Returns (before, after) pairs."""
+        query = (
+            select(incidents)
+            .where(incidents.c.next_due_at <= now)
+            .order_by(incidents.c.next_due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            return self._change_locked(conn, query, fire, now)
+
+    def _change_locked(
+        self, conn: Connection, query: Any, change: IncidentChange, now: datetime
+    ) -> list[tuple[Incident, Incident]]:
+        changed = []
+        for before in self._with_timeline(conn, list(conn.execute(query).mappings())):
+            result = change(before)
+            if result is None:
+                continue
+            after, messages = result
             conn.execute(
                 update(incidents)
-                .where(incidents.c.id == incident.id)
-                .values(self._incident_row(incident))
+                .where(incidents.c.id == after.id)
+                .values(self._incident_row(after))
             )
-            self._add_timeline(conn, incident.id, new_entries)
+            self._add_timeline(conn, after.id, after.timeline[len(before.timeline) :])
             self._add_outbox(conn, messages, now)
+            changed.append((before, after))
+        return changed
 
     # -- outbox --------------------------------------------------------------------------
     def enqueue(self, messages: Sequence[OutboxMessage], now: datetime) -> None:
@@ -276,27 +352,52 @@ class Store:
         with self.engine.begin() as conn:
             self._add_outbox(conn, messages, now)
 
-    def outbox_due(self, now: datetime, limit: int = 100) -> list[OutboxMessage]:
+    @contextmanager
+    def claim_outbox(self, now: datetime, limit: int = 100) -> Iterator[OutboxClaim]:
+        """The due messages, oldest first, for one deliverer at a time across all gateways
+        (an advisory lock held to the end of the block; others get none this round), so the
+        shared outbox is published once and in order. Marks commit one by one, so a slow
+        webhook never holds SQLite's write lock."""
         query = (
             select(outbox).where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [
-                OutboxMessage(r.channel, r.target, r.payload, r.retain, r.id, r.attempts)
-                for r in conn.execute(query)
-            ]
-
-    def outbox_done(self, message_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(outbox).where(outbox.c.id == message_id))
-
-    def outbox_retry(self, message_id: int, attempts: int, next_attempt_at: datetime) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id == message_id)
-                .values(attempts=attempts, next_attempt_at=next_attempt_at)
+        with self.engine.connect() as held:
+            messages = (
+                [
+                    OutboxMessage(r.channel, r.target, r.payload, r.retain, r.id, r.attempts)
+                    for r in held.execute(query)
+                ]
+                if _lock(held, _OUTBOX_LOCK, wait=False)
+                else []
             )
+            yield OutboxClaim(self.engine, messages)
+
+    # -- cluster membership --------------------------------------------------------------
+    def renew_member(
+        self, group: str, member_id: str, expires_at: datetime, now: datetime
+    ) -> list[str]:
+        """Extend `member_id`'s lease in `group`; returns the group's live members, sorted."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(gateway_members)
+                .where(gateway_members.c.member_id == member_id)
+                .values(group_name=group, expires_at=expires_at)
+            ).rowcount
+            if not renewed:
+                conn.execute(
+                    insert(gateway_members).values(
+                        member_id=member_id, group_name=group, expires_at=expires_at
+                    )
+                )
+            live = select(gateway_members.c.member_id).where(
+                gateway_members.c.group_name == group, gateway_members.c.expires_at > now
+            )
+            return sorted(conn.execute(live).scalars())
+
+    def leave(self, member_id: str) -> None:
+        """A member that stops cleanly hands its elevators over at once, not at expiry."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(gateway_members).where(gateway_members.c.member_id == member_id))
 
     def outbox_size(self) -> int:
         with self.engine.connect() as conn:
@@ -364,10 +465,10 @@ class Store:
         with self.engine.connect() as conn:
             return self._with_timeline(conn, list(conn.execute(query).mappings()))
 
-    def due_incidents(self, now: datetime) -> list[Incident]:
-        query = select(incidents).where(incidents.c.next_due_at <= now)
+    def open_elevator_ids(self) -> set[str]:
+        query = select(incidents.c.elevator_id).where(incidents.c.open_key.is_not(None))
         with self.engine.connect() as conn:
-            return self._with_timeline(conn, list(conn.execute(query).mappings()))
+            return set(conn.execute(query).scalars())
 
     def open_incidents_of(self, elevator_id: str) -> list[Incident]:
         return self.list_incidents(state="open", elevator_id=elevator_id)

@@ -194,3 +194,14 @@ outage_notices = Table(
     Column("recorded_by", Text, nullable=False),
     Index("ix_outage_notices_elevator", "elevator_id", "posted_at"),
 )
+
+# Gateways sharing one subscription's elevators: each renews its lease; the live members
+# split the elevators between them, and a member whose lease expired has died.
+gateway_members = Table(
+    "gateway_members",
+    metadata,
+    Column("member_id", String(128), primary_key=True),
+    Column("group_name", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_gateway_members_group", "group_name", "expires_at"),
+)
