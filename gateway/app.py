@@ -193,7 +193,9 @@ class Gateway:
             self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
 
     def _work(self) -> None:
-        batch_size = self.settings.batch_size
+        # Acknowledgements wait for the flush, and the broker sends at most the receive window
+        # unacknowledged: flush at half the window so it keeps sending while we write.
+        batch_size = min(self.settings.batch_size, max(1, self.settings.mqtt_receive_window // 2))
         interval = self.settings.flush_interval_s
         tick_every = self.settings.tick_interval_s
         next_tick = time.monotonic()

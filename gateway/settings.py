@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # Additions (documented in the README)
     mqtt_topic_prefix: str = Field("", description="e.g. '$share/gw/' for a shared subscription")
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
-    mqtt_receive_window: int = Field(2000, ge=1, le=65535)
+    mqtt_receive_window: int = Field(10_000, ge=1, le=65535)
     mqtt_keepalive_s: int = Field(30, ge=5)
     # TLS for mqtts://: the CA that signed the broker's certificate (system CAs when unset),
     # and a client certificate and key when the broker requires one.
