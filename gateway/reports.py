@@ -32,7 +32,7 @@ from itertools import groupby
 from typing import Any, Final, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.incidents.model import Incident
+from gateway.incidents.model import SOURCES, Incident
 
 GroupBy = Literal["maintenance_company", "district", "use_unit", "elevator_id"]
 Registry = Sequence[Mapping[str, Any]]  # registry records, as `Store.all_elevators()` gives
@@ -270,6 +270,21 @@ class OfflineStretch:
     offline_at: datetime
     online_at: datetime | None  # None: still offline
     hours: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFigures:
+    source: str  # how incidents were first reported: telemetry, phone, citizen, ...
+    incidents: int
+    entrapments: int
+    entrapments_pct: float | None  # of all counted entrapments
+
+
+@dataclass(frozen=True, slots=True)
+class WithoutTelemetry:
+    elevator_id: str
+    maintenance_company: str | None
+    district: str | None
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -839,6 +854,35 @@ def offline_stretches(
     return rows
 
 
+def by_source(incidents: Iterable[Incident]) -> list[SourceFigures]:
+    """Counted incidents and entrapments by how they were first reported (`source`), one
+    row per source of the contract, in its order."""
+    real = list(filter(counted, incidents))
+    trapped = _entrapments(real)
+    rows = []
+    for source in SOURCES:
+        n = sum(1 for i in trapped if i.source == source)
+        rows.append(
+            SourceFigures(
+                source, sum(1 for i in real if i.source == source), n, _pct(n, len(trapped))
+            )
+        )
+    return rows
+
+
+def without_telemetry(
+    registry: Registry, modes: Iterable[ModeSample], online: Iterable[OnlineSample]
+) -> list[WithoutTelemetry]:
+    """Registered elevators the store has no telemetry of: no status frame within the
+    telemetry look-back and no `online` change ever (reported by phone or citizens only)."""
+    heard = {s.elevator_id for s in modes} | {s.elevator_id for s in online}
+    return [
+        WithoutTelemetry(r["elevator_id"], r.get("maintenance_company"), r.get("district"))
+        for r in sorted(registry, key=lambda r: r["elevator_id"])
+        if r["elevator_id"] not in heard
+    ]
+
+
 # -- the whole report ----------------------------------------------------------------------
 SECTIONS: Final[dict[str, type]] = {
     "response-times": GroupFigures,
@@ -856,6 +900,8 @@ SECTIONS: Final[dict[str, type]] = {
     "drills-missing": DrillMissing,
     "arrival-evidence": ArrivalEvidence,
     "offline-stretches": OfflineStretch,
+    "sources": SourceFigures,
+    "without-telemetry": WithoutTelemetry,
 }
 
 
@@ -902,6 +948,8 @@ def build(
         "drills-missing": drills_missing(everything, registry, as_of),
         "arrival-evidence": arrival_evidence(period, group_by, registry),
         "offline-stretches": offline_stretches(inputs.online, since, as_of),
+        "sources": by_source(period),
+        "without-telemetry": without_telemetry(registry, inputs.modes, inputs.online),
     }
 
 

@@ -5,12 +5,17 @@ is exact: the clock starts at the earliest report, and the breach fires at its d
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
+from gateway import reports
 from gateway.app import Gateway
 from tests.conftest import Device, Subscriber, status_frame, wait_for
-from tests.people import ARRIVAL_LIMIT_S, call, clock, gw, incidents_of, register
+from tests.people import ARRIVAL_LIMIT_S, call, clock, gw, incidents_of, register, url
+from tests.test_reports import T0, make_incident
 
 __all__ = ["gw"]  # the fixture
 
@@ -137,3 +142,50 @@ def _alert(sub: Subscriber, incident_id: str, alert_type: str) -> dict[str, Any]
         (a for a in found if a.get("incident_id") == incident_id and a.get("type") == alert_type),
         None,
     )
+
+
+# -- regulator figures by source -------------------------------------------------------------
+def test_figures_by_source_count_counted_incidents_and_entrapments() -> None:
+    def made(n: int, source: str, **kw: Any) -> Any:
+        return replace(make_incident(f"I{n}", **kw), source=source)
+
+    rows = reports.by_source([
+        made(1, "telemetry"), made(2, "phone"), made(3, "phone"), made(4, "citizen"),
+        made(5, "citizen", kind="CITIZEN_REPORT", incident_class="fault"),
+        made(6, "phone", drill=True), made(7, "citizen", resolution="false_alarm"),
+    ])  # fmt: skip
+    assert [(r.source, r.incidents, r.entrapments, r.entrapments_pct) for r in rows] == [
+        ("telemetry", 1, 1, 25.0),
+        ("phone", 2, 2, 50.0),
+        ("citizen", 2, 1, 25.0),
+        ("property", 0, 0, 0.0),
+        ("other", 0, 0, 0.0),
+    ]
+
+
+def test_elevators_without_telemetry_are_those_the_store_never_heard_from() -> None:
+    registry = [{"elevator_id": e, "district": "North"} for e in ("A", "B", "C", "D")]
+    modes = [reports.ModeSample("A", T0, "normal")]
+    online = [reports.OnlineSample("B", T0, False)]
+    rows = reports.without_telemetry(registry, modes, online)
+    assert [(r.elevator_id, r.district) for r in rows] == [("C", "North"), ("D", "North")]
+
+
+def test_reports_api_counts_people_and_telemetry(gw: Gateway, device: Device, prefix: str) -> None:
+    by_phone, by_car, by_citizen = f"{prefix}-rp", f"{prefix}-rt", f"{prefix}-rc"
+    for elevator_id in (by_phone, by_car, by_citizen):
+        register(gw, elevator_id, maintenance_company="Shu Lifts")
+    phone(gw, by_phone)
+    trapped_car(gw, device, by_car)
+    clock(gw).advance(HOLD_S + 1)
+    wait_for(lambda: entrapments(gw, by_car))
+    form = {"problem": "trapped"}
+    assert httpx.post(url(gw, f"/e/{by_citizen}/report"), data=form).status_code == 303
+    wait_for(lambda: gw.store.telemetry_lines(by_car))  # the car's frame is stored
+    clock(gw).advance(1)  # a report's period ends now, exclusive
+
+    figures = call(gw, "GET", "/api/reports", "regulator").json()
+    counts = {r["source"]: r["entrapments"] for r in figures["sources"]}
+    assert counts == {"telemetry": 1, "phone": 1, "citizen": 1, "property": 0, "other": 0}
+    silent = {r["elevator_id"] for r in figures["without-telemetry"]}
+    assert {by_phone, by_citizen} <= silent and by_car not in silent
