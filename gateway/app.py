@@ -12,6 +12,7 @@ import threading
 import time
 from types import TracebackType
 from typing import Self
+from zoneinfo import ZoneInfo
 
 import structlog
 import uvicorn
@@ -258,8 +259,9 @@ class Gateway:
     def _start_http(self) -> None:
         s = self.settings
         context = Context(
-            self.store, self.incidents, self.clock, self.health, self.live, self.registry.update
-        )
+            self.store, self.incidents, self.clock, self.health, self.live, self.registry.update,
+            ZoneInfo(s.timezone),
+        )  # fmt: skip
         config = uvicorn.Config(
             create_app(context, parse_tokens(s.tokens)),
             host=s.http_host,

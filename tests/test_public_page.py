@@ -17,7 +17,6 @@ from PIL import Image
 from playwright.sync_api import Browser, expect
 from typer.testing import CliRunner
 
-from gateway.api.reports import DEFAULT_TIMEZONE
 from gateway.app import Gateway
 from gateway.citizen import NOTE_MAX_CHARS, REPORTS_PER_MINUTE
 from gateway.cli import app
@@ -115,7 +114,7 @@ def test_page_shows_the_outage_notice(gw: Gateway, device: Device, prefix: str) 
     html = page_of(gw, car).text
     assert EN["status_out_of_service"] in html
     assert "Traction machine being replaced" in html
-    local_return = returns.astimezone(ZoneInfo(DEFAULT_TIMEZONE)).strftime("%Y-%m-%d %H:%M")
+    local_return = returns.astimezone(ZoneInfo(gw.settings.timezone)).strftime("%Y-%m-%d %H:%M")
     assert f'<span id="notice-return">{local_return}</span>' in html
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,7 @@ class Context:
     health: HealthCheck
     live: LiveState
     registry_changed: Callable[[str, dict[str, Any]], None]
+    timezone: ZoneInfo  # the deployment's zone: report periods and local dates
 
 
 def context(request: Request) -> Context:

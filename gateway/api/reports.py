@@ -25,14 +25,12 @@ from gateway.reports import (
     to_json,
     zone_named,
 )
-from gateway.settings import Settings
 
 router = APIRouter(tags=["reports"])
 
 Ctx = Annotated[Context, Depends(context)]
 Reader = Annotated[Caller, Depends(require(ROLE_REGULATOR, ROLE_ADMIN))]
 # The API is not handed the settings, so the zone is a parameter with the settings' default.
-DEFAULT_TIMEZONE: str = Settings.model_fields["timezone"].default
 Bound = Annotated[
     str | None, Query(description="YYYY-MM-DD (local midnight) or ISO 8601; until exclusive")
 ]
@@ -52,10 +50,10 @@ def get_response_times(
 
 
 def _report(
-    ctx: Context, since: str | None, until: str | None, group_by: GroupBy, timezone: str
+    ctx: Context, since: str | None, until: str | None, group_by: GroupBy, timezone: str | None
 ) -> dict[str, list[Any]]:
     try:
-        zone = zone_named(timezone)
+        zone = zone_named(timezone) if timezone else ctx.timezone
         start, end, as_of = resolve_period(since, until, zone, ctx.clock.now())
     except PeriodError as exc:
         raise invalid(exc.field, exc.message) from None
@@ -69,7 +67,7 @@ def get_reports(
     since: Bound = None,
     until: Bound = None,
     group_by: GroupBy = "maintenance_company",
-    timezone: str = DEFAULT_TIMEZONE,
+    timezone: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every report section at once (the names are those of `/api/reports/{name}`)."""
     return {
@@ -85,7 +83,7 @@ def get_report(
     since: Bound = None,
     until: Bound = None,
     group_by: GroupBy = "maintenance_company",
-    timezone: str = DEFAULT_TIMEZONE,
+    timezone: str | None = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
 ) -> Any:
     """One section, e.g. `blacklist-candidates`; `name.csv` or `?format=csv` for CSV."""

@@ -22,7 +22,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from gateway.api.deps import Context, context
-from gateway.api.reports import DEFAULT_TIMEZONE
 from gateway.citizen import NOTE_MAX_CHARS, PROBLEMS, CitizenDesk
 from gateway.frames import ELEVATOR_ID_RE
 from gateway.reports import Notice, maintenance_overdue
@@ -32,7 +31,6 @@ from gateway.web.strings import LANGUAGES
 
 # A note of NOTE_MAX_CHARS Chinese characters is 9 bytes each once form-encoded.
 MAX_FORM_BYTES: Final = 8192
-_ZONE: Final = ZoneInfo(DEFAULT_TIMEZONE)
 _HEADERS: Final = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
@@ -95,15 +93,20 @@ def _facts(ctx: Context, record: dict[str, Any], now: datetime) -> dict[str, Any
     return {
         "record": record,
         "status": status,
-        "maintenance_due": bool(maintenance_overdue([record], (), now, _ZONE)),
+        "maintenance_due": bool(maintenance_overdue([record], (), now, ctx.timezone)),
         # Notices are few (long outages only): filtering here keeps the store unchanged.
         "notice": _current_notice(
-            [n for n in ctx.store.outage_notices() if n.elevator_id == elevator_id], status, now
+            [n for n in ctx.store.outage_notices() if n.elevator_id == elevator_id],
+            status,
+            now,
+            ctx.timezone,
         ),
     }
 
 
-def _current_notice(notices: list[Notice], status: str, now: datetime) -> dict[str, str] | None:
+def _current_notice(
+    notices: list[Notice], status: str, now: datetime, zone: ZoneInfo
+) -> dict[str, str] | None:
     """The newest notice, unless the elevator is back in service and its announced return
     has passed (or none was announced)."""
     posted = [n for n in notices if n.posted_at <= now]
@@ -115,7 +118,7 @@ def _current_notice(notices: list[Notice], status: str, now: datetime) -> dict[s
         return None
     return {
         "reason": notice.reason,
-        "expected_return": back.astimezone(_ZONE).strftime("%Y-%m-%d %H:%M") if back else "",
+        "expected_return": back.astimezone(zone).strftime("%Y-%m-%d %H:%M") if back else "",
     }
 
 
