@@ -152,6 +152,7 @@ class Gateway:
             "tsdb": self.writer.healthy,
             "store": self.store.ping(),
             "spool_points": self.spool.depth,
+            "spool_oldest_age_s": round(self.spool.oldest_age_s(self.clock.now()), 3),
         }
 
     # -- the worker --------------------------------------------------------------------------
@@ -186,6 +187,10 @@ class Gateway:
         # With frames still queued, the rules may only run up to the newest one processed:
         # a car whose frames wait in the queue is not silent.
         seen_up_to = now if self._queue.empty() else min(now, self._seen_up_to)
+        if not self.session.connected:
+            # Cut off from the broker we hear no car, and that says nothing about the cars:
+            # no car is silent until a silence window after we are back.
+            self.rules.resume(seen_up_to)
         for alert in self.rules.tick(seen_up_to):
             self.incidents.on_alert(alert)
         self.incidents.tick(now)

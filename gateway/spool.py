@@ -78,6 +78,11 @@ class Spool:
         with self._lock:
             return self._segments[0].created_ns if self._segments else None
 
+    def oldest_age_s(self, now: datetime) -> float:
+        """How long the oldest batch has waited (0 when empty)."""
+        oldest = self.oldest_created_ns()
+        return 0.0 if oldest is None else max(0.0, now.timestamp() - oldest / 1e9)
+
     def __bool__(self) -> bool:
         with self._lock:
             return bool(self._segments)

@@ -171,6 +171,8 @@ class DurableWriter:
         self._stop = threading.Event()
         self._up = not spool  # a backlog left by the last run is replayed first
         metrics.TSDB_UP.set(self._up)
+        # Computed at each scrape: the age grows while nothing new is spooled.
+        metrics.SPOOL_AGE.set_function(lambda: spool.oldest_age_s(clock.now()))
         self._replayer = threading.Thread(
             target=self._replay_loop, name="spool-replay", daemon=True
         )
@@ -250,6 +252,3 @@ class DurableWriter:
     def _publish_spool_metrics(self) -> None:
         metrics.SPOOL_DEPTH.set(self._spool.depth)
         metrics.SPOOL_BYTES.set(self._spool.size_bytes)
-        oldest = self._spool.oldest_created_ns()
-        age = 0.0 if oldest is None else self._clock.now().timestamp() - oldest / 1e9
-        metrics.SPOOL_AGE.set(max(0.0, age))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,108 @@ class Device:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Stream:
+    """A fleet reporting steadily: a thread publishes status frames at `rate` per second,
+    round-robin over `elevators` (seq 0, 1, ... each), at QoS 1 without waiting. `fields`
+    gives some elevators a state of their own (a trapped car). Across a broker restart paho
+    reconnects and resends whatever was not acknowledged. Acknowledgements are told apart by
+    message id, so one stream carries fewer than 65535 frames."""
+
+    def __init__(
+        self,
+        url: str,
+        elevators: list[str],
+        rate: float,
+        fields: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.device = Device(url)
+        self.device.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self._elevators = elevators
+        self._rate = rate
+        self._fields = fields or {}
+        self._sent: list[tuple[str, int, int]] = []  # elevator, seq, message id
+        # paho's MQTTMessageInfo raises for a message first queued while disconnected, even
+        # once it is resent and acknowledged: count the PUBACKs themselves.
+        self._acked: set[int] = set()
+        self.device.client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked.add(mid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        n = 0
+        while not self._stop.wait(0.02):
+            for _ in range(int((time.monotonic() - started) * self._rate) - n):
+                eid, seq = self._elevators[n % len(self._elevators)], n // len(self._elevators)
+                payload = status_frame(eid, seq, **self._fields.get(eid, {}))
+                info = self.device.client.publish(f"elevators/{eid}/status", payload, qos=1)
+                self._sent.append((eid, seq, info.mid))
+                n += 1
+                assert n < 65535, "message ids would repeat"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop publishing; wait (bounded) for the broker to acknowledge what is in flight."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.acked_count() < self.sent:
+            time.sleep(0.05)
+        self.device.close()
+
+    @property
+    def sent(self) -> int:
+        return len(self._sent)
+
+    def acked_count(self) -> int:
+        return len(self._acked)
+
+    def acked(self) -> dict[str, set[int]]:
+        """The seqs the broker acknowledged (PUBACK), per elevator."""
+        out: dict[str, set[int]] = {}
+        for eid, seq, mid in self._sent:
+            if mid in self._acked:
+                out.setdefault(eid, set()).add(seq)
+        return out
+
+
+def publish_all(url: str, messages: Iterable[tuple[str, bytes]], window: int = 2000) -> int:
+    """Publish at QoS 1 as fast as the broker acknowledges; returns how many it did. No
+    network thread: paho's would fight this one for the GIL (see simulators/loadgen.py)."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="blast-" + uuid.uuid4().hex[:8])
+    client.max_inflight_messages_set(window)
+    acked = 0
+
+    def on_publish(*_a: object) -> None:
+        nonlocal acked
+        acked += 1
+
+    client.on_publish = on_publish
+    client.connect(host, int(port))
+    sent = 0
+    for topic, payload in messages:
+        client.publish(topic, payload, qos=1)
+        sent += 1
+        if sent % 200 == 0:
+            client.loop(0)
+            while sent - acked > window:
+                client.loop(0.01)
+    deadline = time.monotonic() + 30
+    while acked < sent and time.monotonic() < deadline:
+        client.loop(0.01)
+    client.disconnect()
+    return acked
 
 
 @pytest.fixture

@@ -39,6 +39,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
     raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
 
 
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {'name{labels}': value}; empty while nothing answers."""
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    lines = (line for line in text.splitlines() if line and not line.startswith("#"))
+    samples = (line.rsplit(" ", 1) for line in lines)
+    return {name: float(value) for name, value in samples}
+
+
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,6 +129,14 @@ class VictoriaMetrics(ServiceProcess):
         series = self.export(f'{{__name__="{metric}",elevator_id=~"{elevator_prefix}.*"}}')
         return sum(len(s["values"]) for s in series)
 
+    def values(self, metric: str, elevator_prefix: str) -> dict[str, list[float]]:
+        """Every sample's value per elevator, duplicates included (e.g. `seq`s stored)."""
+        series = self.export(f'{{__name__="{metric}",elevator_id=~"{elevator_prefix}.*"}}')
+        out: dict[str, list[float]] = {}
+        for s in series:
+            out.setdefault(s["metric"]["elevator_id"], []).extend(s["values"])
+        return out
+
 
 def make_broker(tmp: Path) -> Broker:
     port = free_port()
@@ -127,7 +146,8 @@ def make_broker(tmp: Path) -> Broker:
     return Broker([_binary("mosquitto"), "-c", str(conf)], port, tmp)
 
 
-def make_vm(tmp: Path) -> VictoriaMetrics:
+def make_vm(tmp: Path, *flags: str) -> VictoriaMetrics:
+    """A VictoriaMetrics in `tmp`; `flags` are added to its command line."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -137,6 +157,7 @@ def make_vm(tmp: Path) -> VictoriaMetrics:
         "-retentionPeriod=100y",
         "-loggerLevel=ERROR",
         "-search.disableCache",
+        *flags,
     ]
     return VictoriaMetrics(argv, port, tmp)
 

@@ -123,6 +123,24 @@ def test_silence_marks_offline_once_and_a_frame_brings_it_back() -> None:
     assert fired(engine.tick(at(330))) == [("clear", "offline", 330.0)]
 
 
+def test_no_car_is_silent_while_the_gateway_cannot_hear_nor_a_window_after() -> None:
+    engine = RuleEngine(RULES)
+    engine.observe(status("E1"), at(0))
+    engine.observe(status("E2", **TRAPPED), at(0))
+    alerts: list[Alert] = []
+    for t in range(5, 60, 5):  # the broker is away from 5 s to 55 s
+        engine.resume(at(t))
+        alerts += engine.tick(at(t))
+    # Holds still run (a trapped car may fall silent); silence waits until 55 + 30 s.
+    assert fired(alerts) == [
+        ("fire", "trapped_between_floors", 20.0),
+        ("fire", "stop_outside_door_zone", 45.0),
+    ]
+    assert engine.tick(at(84)) == []
+    engine.observe(status("E2", **TRAPPED), at(70))  # E2 is heard again; E1 stays silent
+    assert fired(engine.tick(at(86))) == [("fire", "offline", 85.0)]
+
+
 def test_the_heap_holds_one_silence_timer_per_elevator() -> None:
     engine = RuleEngine(RULES)
     for i in range(1000):

@@ -223,6 +223,7 @@ class RuleEngine:
         # (deadline, seq, elevator_id, rule id or "" for the silence check)
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
+        self._heard_all_at = _NEVER  # see `resume`
         self._load(rules)
 
     def _load(self, rules: RuleSet) -> None:
@@ -287,6 +288,12 @@ class RuleEngine:
         self._run_due(now.timestamp(), out)
         return out
 
+    def resume(self, now: datetime) -> None:
+        """Count every car as heard from at `now`, in O(1): while the gateway cannot hear
+        (its broker is away) a car's silence says nothing about the car. Each then gets a
+        full silence window from `now` before it can be called silent."""
+        self._heard_all_at = max(self._heard_all_at, now.timestamp())
+
     def _run_due(self, t: float, out: list[Alert]) -> None:
         heap = self._heap
         while heap and heap[0][0] <= t:
@@ -303,7 +310,7 @@ class RuleEngine:
 
     def _silence_due(self, car: _Car, deadline: float, out: list[Alert]) -> None:
         """A silence timer popped; the car may have been heard from since it was set."""
-        silent_at = car.last_seen + self._silence
+        silent_at = max(car.last_seen, self._heard_all_at) + self._silence
         if not car.online:
             car.silence_queued = False
         elif silent_at > deadline:
