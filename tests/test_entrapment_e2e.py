@@ -1,26 +1,26 @@
 """Detection end to end on real Mosquitto: frames in, one alert on dispatch/alerts out.
 
-The gateway runs on a scaled clock (10x) so the default 20 s hold passes in 2 s of test time;
-every time asserted below is the gateway's own (scaled) time, never the test's wall clock.
+The gateway runs on a clock the test moves by hand, so the 20 s hold is exact and the test
+never waits for it; every time asserted below is the gateway's own.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gateway.app import Gateway
-from gateway.clock import ScaledClock
+from gateway.clock import FixedClock
 from tests.conftest import Device, Subscriber, status_frame, wait_for
 
-SPEED = 10.0
 TRAPPED = {"moving": False, "door": "closed", "door_zone": False, "occupied": True, "floor": 7}
+TICKS = 0.3  # real seconds: many ticks of the worker (every 20 ms) after the clock moved
 
 
-def _entrapment_alerts(sub: Subscriber, elevator_id: str) -> list[dict[str, object]]:
+def _alerts(sub: Subscriber, elevator_id: str, kind: str) -> list[dict[str, object]]:
     found = (json.loads(p) for _t, p in sub.messages)
-    return [a for a in found if a["elevator_id"] == elevator_id and a["kind"] == "entrapment"]
+    return [a for a in found if a["elevator_id"] == elevator_id and a["kind"] == kind]
 
 
 def test_trapped_between_floors_alerts_once_within_hold_plus_one_second(
@@ -28,7 +28,8 @@ def test_trapped_between_floors_alerts_once_within_hold_plus_one_second(
 ) -> None:
     trapped, technician = f"{prefix}-trap", f"{prefix}-tech"
     alerts = Subscriber(broker.url, "dispatch/alerts")
-    with Gateway(gateway_settings(tsdb_url="", tick_interval_s=0.02), ScaledClock(SPEED)) as gw:
+    clock = FixedClock(datetime.now(UTC))
+    with Gateway(gateway_settings(tsdb_url="", tick_interval_s=0.02), clock) as gw:
         assert gw.session.wait_connected(10)
         # The car stops between floors with a passenger, sends one frame and falls silent.
         device.publish(f"elevators/{trapped}/status", status_frame(trapped, 0, **TRAPPED))
@@ -37,24 +38,30 @@ def test_trapped_between_floors_alerts_once_within_hold_plus_one_second(
             f"elevators/{technician}/status",
             status_frame(technician, 0, **TRAPPED, mode="inspection"),
         )
-        wait_for(lambda: _entrapment_alerts(alerts, trapped), timeout=20)
-        time.sleep(40 / SPEED)  # 40 s more of gateway time: nothing else may fire
+        wait_for(lambda: gw.incidents.last_frame(technician) and gw.incidents.last_frame(trapped))
+        sent_at = clock.now()
+        clock.advance(19.9)
+        time.sleep(TICKS)
+        assert _alerts(alerts, trapped, "entrapment") == []  # not before the hold
+        clock.advance(1.1)
+        wait_for(lambda: _alerts(alerts, trapped, "entrapment"))
+        # 40 s more: both cars fall silent (offline, a positive sign the clock was read), and
+        # nothing else may fire for the entrapment.
+        clock.advance(40)
+        wait_for(lambda: _alerts(alerts, technician, "offline"))
+        time.sleep(TICKS)
 
-        [alert] = _entrapment_alerts(alerts, trapped)
-        assert (alert["kind"], alert["severity"], alert["rule"]) == (
-            "entrapment",
-            "critical",
-            "trapped_between_floors",
-        )
+        [alert] = _alerts(alerts, trapped, "entrapment")
+        assert (alert["severity"], alert["rule"]) == ("critical", "trapped_between_floors")
+        waited = (datetime.fromisoformat(str(alert["at"])) - sent_at).total_seconds()
+        assert waited == 20.0
         incident = gw.store.get_incident(str(alert["incident_id"]))
         assert incident is not None and incident.source == "telemetry"
-        [first] = gw.store.incident_frames(incident.id)  # the black box: the one frame sent
-        waited = (datetime.fromisoformat(str(alert["at"])) - first["received_at"]).total_seconds()
-        assert 20 <= waited <= 21, waited
         assert (incident.deadline_at - incident.opened_at).total_seconds() == 1800
+        [first] = gw.store.incident_frames(incident.id)  # the black box: the one frame sent
+        assert first["received_at"] == sent_at
 
-        assert _entrapment_alerts(alerts, technician) == []
-        # (It does get an `offline` incident: it fell silent, and silence is not alive.)
+        assert _alerts(alerts, technician, "entrapment") == []
         kinds = {i.kind for i in gw.store.list_incidents(elevator_id=technician, state="all")}
         assert "entrapment" not in kinds
     alerts.close()
