@@ -21,8 +21,9 @@ from gateway import metrics
 from gateway.api import create_app
 from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
+from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
-from gateway.frames import Frame
+from gateway.frames import Frame, elevator_of
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import MqttSession, Publisher, RawMessage, TlsFiles
@@ -31,6 +32,7 @@ from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
 from gateway.rules import RuleEngine, RuleError, load_rules
+from gateway.rules.engine import SITE_RULE
 from gateway.settings import Settings, parse_tokens, redact_url
 from gateway.spool import Spool
 from gateway.store import open_store
@@ -81,11 +83,20 @@ class Gateway:
         )
         self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
         self.incidents = IncidentService(
-            self.store, _policy(s), self.notifier.wake,
+            self.store, policy(s), self.notifier.wake,
             on_change=lambda incident: self.writer.write([incident_point(incident)]),
         )  # fmt: skip
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
+        # In a cluster group, this gateway processes its share of the elevators only; it
+        # learns the other members before the first frame.
+        self.partition = (
+            Partition(self.store, s.cluster_group, s.mqtt_client_id, self.clock, s.cluster_lease_s)
+            if s.cluster_group
+            else None
+        )
+        if self.partition is not None:
+            self.partition.renew()
         self.rules = RuleEngine(rules, site_of=self.registry.site_of)
         self.pipeline = Pipeline(
             self.writer,
@@ -134,6 +145,8 @@ class Gateway:
         self._queue.put(_STOP)
         self._worker.join()
         self.session.close()
+        if self.partition is not None:
+            self.partition.leave()  # the others take our elevators over now, not at expiry
         self.writer.close()
         self.notifier.close()
         self.publisher.close()
@@ -159,8 +172,23 @@ class Gateway:
     def _handoff(self, raw: RawMessage) -> None:
         self._queue.put(raw)  # blocks when full: backpressure onto the broker, never a drop
 
+    def _owns(self, elevator_id: str) -> bool:
+        return self.partition is None or self.partition.owns(elevator_id)
+
+    def _takes(self, raw: RawMessage) -> bool:
+        """Whether this gateway processes the message; another cluster member's frame is
+        held for a takeover and acknowledged at once (that member acknowledges its own)."""
+        elevator_id = elevator_of(raw.topic)
+        if self.partition is None or elevator_id is None or self.partition.owns(elevator_id):
+            return True
+        self.partition.hold(elevator_id, raw)
+        self.session.ack([raw.ack])
+        return False
+
     def _publish(self, topic: str, payload: bytes) -> None:
-        self.publisher.publish(topic, payload)
+        # QoS 0: the dead-letter table is the durable record and the topic a live feed; at
+        # QoS 1 the acknowledgements of a flood of rejections took 40% of our throughput.
+        self.publisher.publish(topic, payload, qos=0)
 
     def live(self, elevator_id: str) -> dict[str, object]:
         return {
@@ -192,7 +220,14 @@ class Gateway:
             # no car is silent until a silence window after we are back.
             self.rules.resume(seen_up_to)
         for alert in self.rules.tick(seen_up_to):
-            self.incidents.on_alert(alert)
+            if self._owns(alert.elevator_id) or alert.rule == SITE_RULE:
+                self.incidents.on_alert(alert)
+        if self.partition is not None:
+            taken_over = self.partition.renew_if_due()
+            for raw in taken_over:
+                self.pipeline.process(raw)
+            if taken_over:
+                self._flush()
         self.incidents.tick(now)
         if time.monotonic() >= self._registry_refresh_at:
             self.registry.load(self.store.all_elevators())
@@ -225,7 +260,7 @@ class Gateway:
                 if self.pipeline.pending:
                     self._flush()
                 return
-            if isinstance(item, RawMessage):
+            if isinstance(item, RawMessage) and self._takes(item):
                 oldest = oldest or time.monotonic()
                 self.pipeline.process(item)
                 self._seen_up_to = item.received_at
@@ -267,27 +302,37 @@ class Gateway:
             self.store, self.incidents, self.clock, self.health, self.live, self.registry.update,
             ZoneInfo(s.timezone),
         )  # fmt: skip
-        config = uvicorn.Config(
-            create_app(context, parse_tokens(s.tokens)),
-            host=s.http_host,
-            port=s.http_port,
-            log_level="warning",
-            access_log=False,
-        )
-        self._http = uvicorn.Server(config)
-        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
-        self._http_thread.start()
-        deadline = time.monotonic() + 15
-        while not self._http.started:
-            if not self._http_thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise StartError(
-                    f"HTTP server did not start on {s.http_host}:{s.http_port} (port in use?)"
-                )
-            time.sleep(0.02)
+        try:
+            self._http, self._http_thread = serve_http(context, s)
+        except StartError:
+            self.stop()
+            raise
 
 
-def _policy(s: Settings) -> Policy:
+def serve_http(context: Context, s: Settings) -> tuple[uvicorn.Server, threading.Thread]:
+    """The HTTP API and pages on a thread of their own, started; StartError if they can't."""
+    config = uvicorn.Config(
+        create_app(context, parse_tokens(s.tokens)),
+        host=s.http_host,
+        port=s.http_port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise StartError(
+                f"HTTP server did not start on {s.http_host}:{s.http_port} (port in use?)"
+            )
+        time.sleep(0.02)
+    return server, thread
+
+
+def policy(s: Settings) -> Policy:
     return Policy(
         limits=Limits(
             arrival_s=s.arrival_limit_s, warning_s=s.arrival_warning_s, ack_s=s.ack_limit_s

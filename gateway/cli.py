@@ -51,6 +51,24 @@ def run(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def api(config: ConfigOption = None) -> None:
+    """Serve only the HTTP API and pages on the shared store (no MQTT ingest, no ticker):
+    run any number of these apart from the gateways, which deliver and fire the clocks."""
+    from gateway.apiserver import ApiServer
+
+    settings = _settings_or_exit(config)
+    logs.configure(settings.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = ApiServer(settings).start()
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+
+
+@app.command()
 def demo(
     elevators: Annotated[int, typer.Option(min=3, max=2000, help="Simulated elevators.")] = 50,
     speed: Annotated[

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: int = Field(600, ge=1)
+    # Scale-out on a round-robin broker (see gateway/cluster.py): gateways naming the same
+    # group split the elevators between them; each renews a lease of this length.
+    cluster_group: str = Field("", max_length=64)
+    cluster_lease_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cluster_needs_every_frame(self) -> Self:
+        # Each member must see every frame to pick its own; a shared subscription would hand
+        # another member's frames to it, to be dropped.
+        if self.cluster_group and self.mqtt_topic_prefix.startswith("$share/"):
+            raise ValueError("cluster_group cannot be used with a $share/ mqtt_topic_prefix")
+        return self
 
     @field_validator("tokens")
     @classmethod

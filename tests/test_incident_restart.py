@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,28 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Subscriber, wait_for
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child keeps it for its whole life
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run"],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=log.parent,
-    )
-
-
-def _api(env: dict[str, str]) -> str:
-    return f"http://127.0.0.1:{env['GATEWAY_HTTP_PORT']}/api"
-
-
-def _healthy(env: dict[str, str]) -> bool:
-    try:
-        return httpx.get(f"{_api(env)}/health", timeout=2).json()["broker"] is True
-    except (httpx.HTTPError, ValueError):
-        return False
+from tests.gateways import api_url, healthy, start_gateway
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -51,10 +28,10 @@ def test_breach_due_while_down_fires_once_at_start(
     }
     auth = {"Authorization": "Bearer tok"}
     alerts = Subscriber(broker.url, "dispatch/alerts")
-    gw = _start(env, tmp_path / "gw.log")
-    wait_for(lambda: _healthy(env))
+    gw = start_gateway(env, tmp_path / "gw.log")
+    wait_for(lambda: healthy(env))
     r = httpx.post(
-        f"{_api(env)}/incidents",
+        f"{api_url(env)}/incidents",
         headers=auth,
         json={"elevator_id": "K1", "kind": "entrapment", "source": "phone"},
     )
@@ -64,12 +41,12 @@ def test_breach_due_while_down_fires_once_at_start(
     gw.wait()
     time.sleep(3.5)  # the deadline passes while the gateway is down
 
-    gw = _start(env, tmp_path / "gw.log")
+    gw = start_gateway(env, tmp_path / "gw.log")
     try:
-        wait_for(lambda: _healthy(env))
+        wait_for(lambda: healthy(env))
         wait_for(
             lambda: (
-                httpx.get(f"{_api(env)}/incidents/{incident_id}", headers=auth).json()["sla"]
+                httpx.get(f"{api_url(env)}/incidents/{incident_id}", headers=auth).json()["sla"]
                 == "breached"
             )
         )
@@ -87,11 +64,11 @@ def test_breach_due_while_down_fires_once_at_start(
         gw.wait()
 
     # A second restart finds the breach done: nothing fires again.
-    gw = _start(env, tmp_path / "gw.log")
+    gw = start_gateway(env, tmp_path / "gw.log")
     try:
-        wait_for(lambda: _healthy(env))
+        wait_for(lambda: healthy(env))
         time.sleep(1.0)  # several ticks
-        incident = httpx.get(f"{_api(env)}/incidents/{incident_id}", headers=auth).json()
+        incident = httpx.get(f"{api_url(env)}/incidents/{incident_id}", headers=auth).json()
         assert [e["what"] for e in incident["timeline"]].count(
             "breach: arrival limit passed; escalated to level 2 and the regulator"
         ) == 1
