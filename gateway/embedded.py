@@ -72,6 +72,9 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.directory,
+            # Its own process group: Ctrl-C must not take the broker down before the gateway
+            # has flushed and acknowledged what it holds.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
