@@ -170,7 +170,10 @@ class Gateway:
 
     # -- the worker --------------------------------------------------------------------------
     def _handoff(self, raw: RawMessage) -> None:
-        self._queue.put(raw)  # blocks when full: backpressure onto the broker, never a drop
+        # Another cluster member's frame is settled here on the network thread: it costs
+        # no queue slot and no worker time.
+        if self._takes(raw):
+            self._queue.put(raw)  # blocks when full: backpressure onto the broker, never a drop
 
     def _owns(self, elevator_id: str) -> bool:
         return self.partition is None or self.partition.owns(elevator_id)
@@ -260,7 +263,7 @@ class Gateway:
                 if self.pipeline.pending:
                     self._flush()
                 return
-            if isinstance(item, RawMessage) and self._takes(item):
+            if isinstance(item, RawMessage):
                 oldest = oldest or time.monotonic()
                 self.pipeline.process(item)
                 self._seen_up_to = item.received_at

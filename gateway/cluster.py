@@ -15,6 +15,7 @@ meantime, so the frames the dead member never processed are not lost.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import deque
 from dataclasses import replace
@@ -43,7 +44,8 @@ def owner(members: tuple[str, ...], elevator_id: str) -> str:
 
 
 class Partition:
-    """This gateway's share of a partition group's elevators."""
+    """This gateway's share of a partition group's elevators. `owns` and `hold` run on the
+    MQTT network thread, `renew` on the worker: the lock keeps a membership change atomic."""
 
     def __init__(
         self,
@@ -61,25 +63,28 @@ class Partition:
         self._lease = timedelta(seconds=lease_s)
         self._renew_every = lease_s / 3
         self._renew_at = 0.0
+        self._lock = threading.Lock()
         self._members: tuple[str, ...] = (member_id,)
         self._owns: dict[str, bool] = {}
         # Other members' recent frames: what a takeover replays. Twice a lease covers the
         # time from a member's last renewal to the others noticing its lease is gone.
         self._held: deque[tuple[str, RawMessage]] = deque(maxlen=max_held)
 
-    @property
-    def members(self) -> tuple[str, ...]:
-        return self._members
-
     def owns(self, elevator_id: str) -> bool:
         owned = self._owns.get(elevator_id)
         if owned is None:
-            owned = self._owns[elevator_id] = owner(self._members, elevator_id) == self._member
+            with self._lock:
+                owned = self._owner_now(elevator_id)
+        return owned
+
+    def _owner_now(self, elevator_id: str) -> bool:
+        owned = self._owns[elevator_id] = owner(self._members, elevator_id) == self._member
         return owned
 
     def hold(self, elevator_id: str, raw: RawMessage) -> None:
         """Keep another member's frame (already acknowledged) in case this one takes over."""
-        self._held.append((elevator_id, raw))
+        with self._lock:
+            self._held.append((elevator_id, raw))
 
     def renew(self) -> list[RawMessage]:
         """Renew the lease now; returns held frames of elevators this member has just taken
@@ -88,14 +93,16 @@ class Partition:
         live = tuple(self._store.renew_member(self._group, self._member, now + self._lease, now))
         self._renew_at = time.monotonic() + self._renew_every
         horizon = now - 2 * self._lease
-        while self._held and self._held[0][1].received_at < horizon:
-            self._held.popleft()
-        if live == self._members:
-            return []
-        log.info("partition_members_changed", group=self._group, members=live, before=self._members)
-        self._members, self._owns = live, {}
-        taken = [raw for eid, raw in self._held if self.owns(eid)]
-        self._held = deque(((e, r) for e, r in self._held if not self.owns(e)), self._held.maxlen)
+        with self._lock:
+            while self._held and self._held[0][1].received_at < horizon:
+                self._held.popleft()
+            if live == self._members:
+                return []
+            log.info("partition_members_changed", group=self._group, members=live)
+            self._members, self._owns = live, {}
+            taken = [raw for eid, raw in self._held if self._owner_now(eid)]
+            kept = ((e, r) for e, r in self._held if not self._owner_now(e))
+            self._held = deque(kept, self._held.maxlen)
         return [replace(raw, ack=_NO_ACK) for raw in taken]
 
     def renew_if_due(self) -> list[RawMessage]:

@@ -26,6 +26,14 @@ ELEVATORS = 12
 _SEQ = re.compile(r"[ ,]seq=(\d+)i")
 
 
+def test_a_departing_member_hands_over_only_its_own_elevators() -> None:
+    ids = [f"E{n}" for n in range(3000)]
+    before = {e: owner(("a", "b", "c"), e) for e in ids}
+    after = {e: owner(("a", "c"), e) for e in ids}
+    assert 800 < sum(o == "b" for o in before.values()) < 1200  # about a third each
+    assert all(after[e] == o for e, o in before.items() if o != "b")
+
+
 @pytest.fixture
 def cluster_db() -> Iterator[PgDatabase]:
     """A database of this test's own: the test counts every incident and point in it."""
