@@ -45,7 +45,8 @@ class Pipeline:
         self._consumers = tuple(consumers)
         self._tags_for = tags_for
         self._max_payload = max_payload_bytes
-        self._limiter = limiter or RateLimiter(rate=20.0, burst=600.0)
+        # `is None`, not `or`: a limiter with no buckets yet has len() 0 and is falsy.
+        self._limiter = RateLimiter(rate=20.0, burst=600.0) if limiter is None else limiter
         self._dedup = Dedup()
         self._skewed: set[str] = set()
         self._last_online: dict[str, bool] = {}

@@ -26,11 +26,13 @@ import httpx
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.frames import REASONS, Frame, decode
+from gateway.settings import Settings
 from gateway.store import open_store
 from simulators.device import Emitted
 from simulators.misbehave import EXPECTED_REJECTION, MisbehaveConfig, Misbehaviour
 from tests.conftest import (
     Broker,
+    Device,
     Stream,
     VictoriaMetrics,
     event_frame,
@@ -90,7 +92,11 @@ def _entrapments(store_url: str, elevator_id: str) -> int:
 
 
 def test_tsdb_down_30s_during_stream_every_frame_once_and_spool_visible(
-    gateway_settings, broker: Broker, own_vm: VictoriaMetrics, device, prefix: str
+    gateway_settings: Callable[..., Settings],
+    broker: Broker,
+    own_vm: VictoriaMetrics,
+    device: Device,
+    prefix: str,
 ) -> None:
     """VictoriaMetrics stopped for 30 s under 200 frames/s: the spool takes the stream,
     `/api/health` and `/metrics` show its depth and age, and once the store is back every
@@ -136,7 +142,7 @@ def test_tsdb_down_30s_during_stream_every_frame_once_and_spool_visible(
 
 
 def test_gateway_kill9_during_qos1_stream_stores_every_frame(
-    gateway_env: dict[str, str], broker: Broker, device, tmp_path: Path, prefix: str
+    gateway_env: dict[str, str], broker: Broker, device: Device, tmp_path: Path, prefix: str
 ) -> None:
     """`kill -9` of `python -m gateway run` under the QoS 1 stream, then a restart: every
     frame the broker acknowledged to the publisher is stored, and the controller ENTRAPMENT
@@ -206,7 +212,10 @@ TRAPPED = {"moving": False, "door": "closed", "door_zone": False, "occupied": Tr
 
 
 def test_broker_restart_during_stream_reconnects_no_loss_no_duplicate_incident(
-    gateway_settings, own_broker: Broker, vm: VictoriaMetrics, prefix: str
+    gateway_settings: Callable[..., Settings],
+    own_broker: Broker,
+    vm: VictoriaMetrics,
+    prefix: str,
 ) -> None:
     """Mosquitto (persistence on) stopped for 4 s and started again under the stream, with a
     car trapped between floors that goes on reporting it. The gateway runs 10x fast, so the

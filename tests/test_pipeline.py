@@ -12,6 +12,7 @@ from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, RawMessage
 from gateway.pipeline import Pipeline
+from gateway.ratelimit import RateLimiter
 from gateway.spool import Spool
 from gateway.store import Store, open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink
@@ -40,6 +41,22 @@ def test_a_failing_consumer_does_not_stop_ingestion(tmp_path: Path) -> None:
         )
     assert [a.mid for a in pipeline.flush()] == [1, 2, 3]
     assert len(store.telemetry_lines("P1")) == 3
+    writer.close()
+
+
+def test_the_configured_rate_limiter_is_the_one_used(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    deadletter = DeadLetter(store, lambda t, p: None, 100, 65536)
+    # A fresh limiter has no buckets: it must not be mistaken for no limiter at all.
+    pipeline = Pipeline(writer, deadletter, limiter=RateLimiter(rate=1.0, burst=2.0))
+    for seq in range(5):
+        pipeline.process(
+            RawMessage("elevators/P1/status", status_frame("P1", seq), NOW, AckToken(seq + 1, 1))
+        )
+    pipeline.flush()
+    assert len(store.telemetry_lines("P1")) == 2
+    assert [r["reason"] for r in store.dead_letters()] == ["rate_limited"]
     writer.close()
 
 
