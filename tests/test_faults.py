@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
@@ -42,6 +43,9 @@ from tests.conftest import (
 )
 from tests.gateways import start_gateway
 from tests.services import make_vm, scrape
+
+# Each test is bounded well below the suite's 300 s default (they take 10-50 s each).
+pytestmark = pytest.mark.timeout(120)
 
 FLEET = 50
 RATE = 200  # frames/s across the fleet: 4 per elevator and second
