@@ -80,9 +80,10 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 7,
 ) -> None:
-    """The whole product on this machine: a broker, the gateway on embedded stores and a
-    simulated fleet, faster than real time. An entrapment, a crew's dispatch and arrival and
-    a missed 30-minute limit all show within two minutes at the default speed."""
+    """The whole product on this machine, faster than real time.
+
+    A broker, the gateway on embedded stores and a simulated fleet: an entrapment, a crew's
+    dispatch and arrival, and a missed 30-minute limit all show within two minutes."""
     from rich.console import Console
 
     from gateway.demo import DemoOptions, run_demo

@@ -12,6 +12,7 @@ by the protocol itself; past that the broker queues for us (backpressure, never 
 
 from __future__ import annotations
 
+import random
 import ssl
 import threading
 from collections.abc import Callable, Iterable
@@ -103,7 +104,9 @@ def _client(
             keyfile=tls.key_file,
             cert_reqs=ssl.CERT_REQUIRED,
         )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # paho doubles the delay up to the maximum; a random start per process keeps a fleet of
+    # gateways from reconnecting in lockstep after a broker restart (jitter).
+    client.reconnect_delay_set(min_delay=random.uniform(1.0, 2.0), max_delay=30)  # type: ignore[arg-type]
     return client
 
 
