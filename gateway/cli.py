@@ -73,7 +73,7 @@ def demo(
     elevators: Annotated[int, typer.Option(min=3, max=2000, help="Simulated elevators.")] = 50,
     speed: Annotated[
         float, typer.Option(min=1, max=600, help="Simulated seconds per real second.")
-    ] = 30.0,
+    ] = 20.0,
     port: Annotated[int, typer.Option(help="HTTP port of the API and pages.")] = 8080,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the demo's data here (default: a new temp dir).")

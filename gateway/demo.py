@@ -1,7 +1,7 @@
 """`elevator-gateway demo`: the whole product on one machine, faster than real time.
 
 A Mosquitto of its own, the embedded stores, the gateway and a simulated fleet, all on one
-scaled clock. At the default speed (30x) the 30-minute arrival limit is 60 s of wall time,
+scaled clock. At the default speed (20x) the 30-minute arrival limit is 90 s of wall time,
 so an entrapment, a crew dispatched and arriving, and a missed limit are all seen within
 two minutes: two cars are trapped at the start, one of them served by a crew that is always
 late.
@@ -46,7 +46,7 @@ _LATE = DelayConfig(late_share=1.0)
 @dataclass(frozen=True)
 class DemoOptions:
     elevators: int = 50
-    speed: float = 30.0  # faster, and a half-second stall of this machine is 30 s of silence
+    speed: float = 20.0  # faster, and a one-second stall of this machine reads as silence
     http_port: int = 8080
     data_dir: Path | None = None
     seed: int = 7
