@@ -246,12 +246,7 @@ class Gateway:
         oldest: float | None = None  # monotonic time of the oldest message not yet flushed
         while True:
             if time.monotonic() >= next_tick:
-                try:
-                    self._tick()
-                except Exception:
-                    # Logged and counted; the next tick tries again (deadlines are stored).
-                    metrics.TICK_ERRORS.inc()
-                    log.exception("tick_failed")
+                self._safe_tick()
                 next_tick = time.monotonic() + tick_every
             flush_at = next_tick if oldest is None else min(next_tick, oldest + interval)
             wait = max(0.0, flush_at - time.monotonic())
@@ -272,6 +267,14 @@ class Gateway:
             ):
                 self._flush()
                 oldest = None
+
+    def _safe_tick(self) -> None:
+        try:
+            self._tick()
+        except Exception:
+            # Logged and counted; the next tick tries again (deadlines are stored).
+            metrics.TICK_ERRORS.inc()
+            log.exception("tick_failed")
 
     def _swap_rules(self) -> None:
         try:
@@ -295,7 +298,9 @@ class Gateway:
             except Exception:
                 # Neither the store nor the spool took the batch (e.g. disk full): hold it,
                 # unacknowledged, and try again; the broker keeps the rest for us meanwhile.
+                # The clocks of open incidents keep running meanwhile.
                 log.exception("flush_failed_retrying")
+                self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)
 
     # -- HTTP ------------------------------------------------------------------------------

@@ -15,14 +15,14 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
 
 from gateway.clock import Clock
-from gateway.incidents.model import Incident, to_json
+from gateway.incidents.model import Incident, iso_utc, to_json
 from gateway.ingest import Publisher
-from gateway.settings import redact_url
 from gateway.store import OutboxMessage, Store
 
 log = structlog.get_logger(__name__)
@@ -30,10 +30,6 @@ log = structlog.get_logger(__name__)
 ALERTS_TOPIC = "dispatch/alerts"
 SIGNATURE_HEADER = "X-Gateway-Signature"
 _MAX_BACKOFF = timedelta(minutes=5)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def incident_topic(incident_id: str) -> str:
@@ -60,8 +56,8 @@ def alert_payload(
         "kind": incident.kind,
         "severity": severity,
         "rule": incident.rule,
-        "at": _iso(at),
-        "deadline_at": _iso(incident.deadline_at),
+        "at": iso_utc(at),
+        "deadline_at": iso_utc(incident.deadline_at),
         # additions
         "id": f"{incident.id}:{alert_type}:{level}",
         "type": alert_type,
@@ -82,9 +78,9 @@ def site_alert_payload(
         "kind": "power_cut",
         "severity": severity,
         "rule": "site_power_cut",
-        "at": _iso(at),
+        "at": iso_utc(at),
         "deadline_at": None,
-        "id": f"{group}:{alert_type}:{_iso(at)}",
+        "id": f"{group}:{alert_type}:{iso_utc(at)}",
         "type": alert_type,
         "level": 1,
         "site": site,
@@ -158,11 +154,13 @@ class Notifier:
                     claim.done(message.id)
                     delivered += 1
                     continue
+                if message.channel == "mqtt":
+                    # Keep MQTT order: nothing after a message that did not go out, and no
+                    # backoff for it either, or a later state would overtake it next time.
+                    break
                 attempts = message.attempts + 1
                 delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
                 claim.retry(message.id, attempts, self._clock.now() + delay)
-                if message.channel == "mqtt":
-                    break  # keep MQTT order: nothing after a message that did not go out
         return delivered
 
     def _mqtt(self, message: OutboxMessage) -> bool:
@@ -181,7 +179,7 @@ class Notifier:
         except httpx.HTTPError as exc:
             log.warning(
                 "webhook_failed",
-                url=redact_url(message.target),
+                host=urlsplit(message.target).hostname,
                 error=str(exc),
                 attempt=message.attempts + 1,
             )
@@ -190,7 +188,7 @@ class Notifier:
             return True
         log.warning(
             "webhook_refused",
-            url=redact_url(message.target),
+            host=urlsplit(message.target).hostname,
             status=response.status_code,
             attempt=message.attempts + 1,
         )

@@ -110,13 +110,16 @@ class Spool:
 
     def peek(self) -> tuple[int, list[Point]] | None:
         """The oldest segment's number and points, or None when empty."""
-        with self._lock:
-            if not self._segments:
-                return None
-            segment = self._segments[0]
-        with open(segment.path, "rb") as f:
-            points = [Point(*json.loads(line)) for line in f]
-        return segment.number, points
+        while True:
+            with self._lock:
+                if not self._segments:
+                    return None
+                segment = self._segments[0]
+            try:
+                with open(segment.path, "rb") as f:
+                    return segment.number, [Point(*json.loads(line)) for line in f]
+            except FileNotFoundError:
+                self.remove(segment.number)  # the size limit dropped it meanwhile: next one
 
     def remove(self, number: int) -> None:
         """Forget a replayed segment (a no-op if the size limit dropped it meanwhile)."""

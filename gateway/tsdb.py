@@ -222,7 +222,14 @@ class DurableWriter:
                 self._wake.wait()
                 self._wake.clear()
                 continue
-            if self._replay_one():
+            try:
+                replayed = self._replay_one()
+            except Exception:
+                # Never let the replayer die: the spool would fill and drop while health
+                # stayed "down" for good. Log, back off, try again.
+                log.exception("spool_replay_failed")
+                replayed = False
+            if replayed:
                 backoff = 0.5
                 continue
             self._stop.wait(backoff)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -113,6 +113,11 @@ def test_validation_errors_name_the_field(gw: Gateway) -> None:
         (
             f"/api/incidents/{incident_id}/arrival",
             {"crew_id": "c", "at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
+            "at",
+        ),
+        (  # before the incident opened
+            f"/api/incidents/{incident_id}/arrival",
+            {"crew_id": "c", "at": (datetime.now(UTC) - timedelta(hours=1)).isoformat()},
             "at",
         ),
     ]
@@ -276,3 +281,11 @@ def test_district_limits_and_breach_alert(gateway_settings, broker) -> None:
         ) == 1
         assert (urban["id"], "warning", "critical") in kinds()
     alerts.close()
+
+
+def test_times_come_back_in_utc_whatever_offset_went_in(gw: Gateway) -> None:
+    local = (datetime.now(UTC) - timedelta(minutes=5)).astimezone(timezone(timedelta(hours=8)))
+    incident = report(gw, "U1", reported_at=local.isoformat()).json()
+    assert incident["opened_at"].endswith("Z")
+    assert datetime.fromisoformat(incident["opened_at"]) == local
+    assert all(e["at"].endswith("Z") for e in incident["timeline"])

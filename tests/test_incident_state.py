@@ -191,3 +191,13 @@ def test_faults_have_no_arrival_alarms_but_must_be_acknowledged() -> None:
     assert sla.sla_status(fault, s(99999)) == "pending"
     arrived = state.arrival(fault, s(2000), "reported", s(2000), "crew")
     assert arrived.sla == "pending"
+
+
+def test_no_clock_stays_due_once_a_late_breach_has_fired() -> None:
+    """Opened long ago (a late phone report, or down across warning and deadline): the
+    breach fires, the missed warning is not owed, and nothing is due after."""
+    incident = make(acknowledged_at=s(5))
+    assert [d.kind for d in sla.due(incident, s(4000), LIMITS.ack_s)] == ["breach"]
+    fired = replace(incident, breach_alerted_at=s(4000), sla="breached")
+    assert sla.due(fired, s(4000.25), LIMITS.ack_s) == []
+    assert sla.next_due_at(fired, LIMITS.ack_s) is None

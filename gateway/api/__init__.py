@@ -14,7 +14,7 @@ from gateway.api.auth import TokenBook
 from gateway.api.deps import Context
 from gateway.citizen import CitizenDesk
 from gateway.incidents.service import NotFound
-from gateway.incidents.state import TransitionError
+from gateway.incidents.state import BeforeOpening, TransitionError
 from gateway.web import pages, public
 
 
@@ -46,6 +46,11 @@ def create_app(context: Context, tokens: dict[str, str]) -> FastAPI:
     @app.exception_handler(NotFound)
     async def _not_found(_r: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"message": f"not found: {exc}"}, status_code=404)
+
+    @app.exception_handler(BeforeOpening)
+    async def _before_opening(_r: Request, exc: BeforeOpening) -> JSONResponse:
+        detail = [{"loc": ["body", "at"], "msg": str(exc), "type": "value_error"}]
+        return JSONResponse({"message": f"at: {exc}", "detail": detail}, status_code=422)
 
     @app.exception_handler(TransitionError)
     async def _conflict(_r: Request, exc: TransitionError) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,4 +56,4 @@ def not_in_future(ctx: Context, field: str, value: datetime | None) -> datetime:
         return now
     if value > now:
         raise invalid(field, "may not be in the future")
-    return value
+    return value.astimezone(UTC)  # stored and published in UTC, whatever offset came in

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 STATES: Final = ("open", "acknowledged", "dispatched", "arrived", "released", "closed")
@@ -84,8 +84,11 @@ class Incident:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def iso_utc(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC, as the contract wants every time (whatever offset came in)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def to_json(incident: Incident) -> dict[str, Any]:
@@ -97,30 +100,30 @@ def to_json(incident: Incident) -> dict[str, Any]:
         "kind": i.kind,
         "severity": i.severity,
         "state": i.state,
-        "opened_at": _iso(i.opened_at),
-        "deadline_at": _iso(i.deadline_at),
-        "ack_deadline_at": _iso(i.ack_deadline_at),
-        "acknowledged_at": _iso(i.acknowledged_at),
-        "dispatched_at": _iso(i.dispatched_at),
+        "opened_at": iso_utc(i.opened_at),
+        "deadline_at": iso_utc(i.deadline_at),
+        "ack_deadline_at": iso_utc(i.ack_deadline_at),
+        "acknowledged_at": iso_utc(i.acknowledged_at),
+        "dispatched_at": iso_utc(i.dispatched_at),
         "crew_id": i.crew_id,
         "maintenance_company": i.maintenance_company,
-        "arrived_at": _iso(i.arrived_at),
+        "arrived_at": iso_utc(i.arrived_at),
         "arrival_evidence": i.arrival_evidence,
-        "released_at": _iso(i.released_at),
-        "closed_at": _iso(i.closed_at),
+        "released_at": iso_utc(i.released_at),
+        "closed_at": iso_utc(i.closed_at),
         "resolution": i.resolution,
         "arrival_s": i.arrival_s,
         "sla": i.sla,
         "rule": i.rule,
         "source": i.source,
-        "timeline": [{"at": _iso(t.at), "what": t.what, "by": t.by} for t in i.timeline],
+        "timeline": [{"at": iso_utc(t.at), "what": t.what, "by": t.by} for t in i.timeline],
         # additions
         "incident_class": i.incident_class,
         "drill": i.drill,
         "site": i.site,
         "district": i.district,
-        "warning_at": _iso(i.warning_at),
-        "report_deadline_at": _iso(i.report_deadline_at),
-        "regulator_reported_at": _iso(i.regulator_reported_at),
+        "warning_at": iso_utc(i.warning_at),
+        "report_deadline_at": iso_utc(i.report_deadline_at),
+        "regulator_reported_at": iso_utc(i.regulator_reported_at),
         "acknowledged_by": i.acknowledged_by,
     }

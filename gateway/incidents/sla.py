@@ -112,7 +112,9 @@ def next_due_at(incident: Incident, ack_s: int) -> datetime | None:
         return None
     times: list[datetime] = []
     if i.arrived_at is None and i.incident_class in ARRIVAL_CLASSES:
-        if i.warned_at is None and i.warning_at < i.deadline_at:
+        # A warning is only due before the deadline (once the breach has gone out, or the
+        # incident opened late, there is none to give): otherwise it would stay due forever.
+        if i.warned_at is None and i.breach_alerted_at is None and i.warning_at < i.deadline_at:
             times.append(i.warning_at)
         if i.breach_alerted_at is None:
             times.append(i.deadline_at)

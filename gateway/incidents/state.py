@@ -19,6 +19,10 @@ class TransitionError(ValueError):
     """The action is not allowed in the incident's current state."""
 
 
+class BeforeOpening(TransitionError):
+    """A time given for a step is earlier than the incident itself (an invalid field)."""
+
+
 def _forward(current: str, target: str) -> str:
     return target if _ORDER[target] > _ORDER[current] else current
 
@@ -70,7 +74,7 @@ def arrival(incident: Incident, at: datetime, evidence: str, now: datetime, by: 
     """Arrival evidence (`reported` by the crew or seen in `telemetry`); earliest wins."""
     _check_open(incident, "record an arrival")
     if at < incident.opened_at:
-        raise TransitionError("arrival time is before the incident opened")
+        raise BeforeOpening("arrival time is before the incident opened")
     column = f"arrival_{evidence}_at"
     previous = getattr(incident, column)
     first = at if previous is None else min(previous, at)
@@ -92,7 +96,7 @@ def release(incident: Incident, at: datetime, now: datetime, by: str) -> Inciden
     if incident.released_at is not None:
         raise TransitionError(f"incident {incident.id} was already released")
     if at < incident.opened_at:
-        raise TransitionError("release time is before the incident opened")
+        raise BeforeOpening("release time is before the incident opened")
     return _with(
         incident,
         now,
