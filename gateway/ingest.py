@@ -216,15 +216,22 @@ class Publisher:
 
     def __init__(self, url: str, client_id: str, tls: TlsFiles = TlsFiles()) -> None:
         self._address = BrokerAddress.parse(url)
+        self._client_id = client_id
         self._client = _client(self._address, client_id, manual_ack=False, tls=tls)
         self._connected = threading.Event()
-        self._client.on_connect = lambda *_a: self._connected.set()
+        self._client.on_connect = self._handle_connect
         self._client.on_disconnect = lambda *_a: self._connected.clear()
         self._last: paho.MQTTMessageInfo | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def _handle_connect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:  # refused (e.g. bad credentials): not connected, say why
+            log.error("mqtt_connect_refused", client_id=self._client_id, reason=str(rc))
+            return
+        self._connected.set()
 
     def start(self) -> None:
         self._client.connect_async(self._address.host, self._address.port, keepalive=30)

@@ -352,8 +352,8 @@ class IncidentService:
 
     def _telemetry_on_open(self, frame: Frame) -> None:
         incidents = self._store.open_incidents_of(frame.elevator_id)
-        if not incidents:
-            self._open_elevators.discard(frame.elevator_id)
+        if not incidents:  # closed elsewhere (another gateway or API instance)
+            self._forget_if_none_open(frame.elevator_id)
             return
         self._store.add_incident_frames([
             self._frame_row(i.id, {"received_at": frame.received_at, "kind": frame.kind,
