@@ -182,9 +182,10 @@ class Gateway:
         """Whether this gateway processes the message; another cluster member's frame is
         held for a takeover and acknowledged at once (that member acknowledges its own)."""
         elevator_id = elevator_of(raw.topic)
-        if self.partition is None or elevator_id is None or self.partition.owns(elevator_id):
+        if self.partition is None or elevator_id is None:
             return True
-        self.partition.hold(elevator_id, raw)
+        if self.partition.take_or_hold(elevator_id, raw):
+            return True
         self.session.ack([raw.ack])
         return False
 

@@ -81,10 +81,17 @@ class Partition:
         owned = self._owns[elevator_id] = owner(self._members, elevator_id) == self._member
         return owned
 
-    def hold(self, elevator_id: str, raw: RawMessage) -> None:
-        """Keep another member's frame (already acknowledged) in case this one takes over."""
+    def take_or_hold(self, elevator_id: str, raw: RawMessage) -> bool:
+        """True if this member owns the elevator (process the frame); otherwise keep the
+        frame (its owner acknowledges it) in case this member takes over. One lock for both,
+        so a membership change cannot fall between the decision and the keeping."""
         with self._lock:
-            self._held.append((elevator_id, raw))
+            owned = self._owns.get(elevator_id)
+            if owned is None:
+                owned = self._owner_now(elevator_id)
+            if not owned:
+                self._held.append((elevator_id, raw))
+            return owned
 
     def renew(self) -> list[RawMessage]:
         """Renew the lease now; returns held frames of elevators this member has just taken
@@ -100,8 +107,9 @@ class Partition:
                 return []
             log.info("partition_members_changed", group=self._group, members=live)
             self._members, self._owns = live, {}
-            taken = [raw for eid, raw in self._held if self._owner_now(eid)]
-            kept = ((e, r) for e, r in self._held if not self._owner_now(e))
+            decided = [(eid, raw, self._owner_now(eid)) for eid, raw in self._held]
+            taken = [raw for _eid, raw, owned in decided if owned]
+            kept = ((eid, raw) for eid, raw, owned in decided if not owned)
             self._held = deque(kept, self._held.maxlen)
         return [replace(raw, ack=_NO_ACK) for raw in taken]
 
