@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.app import Gateway
+from gateway.rules.spec import CASE_STATUS_DEFAULTS
 from gateway.settings import Settings, load_settings
 from tests.services import (
     Broker,
@@ -270,27 +273,26 @@ class Subscriber:
 
 
 def status_frame(elevator_id: str, seq: int, boot: int = 1, **fields: Any) -> bytes:
+    """A healthy idle car at floor 3 (the rule cases' defaults), changed by `fields`."""
     body: dict[str, Any] = {
         "v": 1,
         "elevator_id": elevator_id,
         "seq": seq,
         "boot": boot,
         "ts": datetime.now(UTC).isoformat(),
+        **CASE_STATUS_DEFAULTS,
         "floor": 3,
-        "moving": False,
-        "direction": "none",
-        "speed_mps": 0.0,
-        "door": "closed",
-        "door_zone": True,
-        "occupied": False,
-        "load_pct": 0.0,
-        "mode": "normal",
-        "alarm_button": False,
-        "power": "mains",
-        "safety_circuit": "closed",
     }
     body.update(fields)
     return json.dumps(body).encode()
+
+
+def gateway_up(gw: Gateway) -> bool:
+    """The in-process gateway's HTTP server answers its health check."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{gw.settings.http_port}/api/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def event_frame(

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.clock import FixedClock
-from tests.conftest import wait_for
+from tests.conftest import gateway_up, wait_for
 
 TOKENS = {"dispatcher": "d-people", "regulator": "r-people", "admin": "a-people"}
 ARRIVAL_LIMIT_S = 600
@@ -32,15 +32,8 @@ def gw(gateway_settings) -> Iterator[Gateway]:
     clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
     with Gateway(settings, clock) as gateway:
         assert gateway.session.wait_connected(10)
-        wait_for(lambda: _up(gateway))
+        wait_for(lambda: gateway_up(gateway))
         yield gateway
-
-
-def _up(gw: Gateway) -> bool:
-    try:
-        return httpx.get(url(gw, "/api/health")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def clock(gw: Gateway) -> FixedClock:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
-from tests.conftest import Subscriber, wait_for
+from tests.conftest import Subscriber, gateway_up, wait_for
 
 PG = "postgresql"
 TOKENS = {"dispatcher": "d-secret", "regulator": "r-secret", "admin": "a-secret"}
@@ -29,15 +29,8 @@ def gw(gateway_settings, request: pytest.FixtureRequest) -> Iterator[Gateway]:
         tsdb_url="", tokens=",".join(f"{role}:{tok}" for role, tok in TOKENS.items()), **store
     )
     with Gateway(settings) as gateway:
-        wait_for(lambda: _up(gateway))
+        wait_for(lambda: gateway_up(gateway))
         yield gateway
-
-
-def _up(gw: Gateway) -> bool:
-    try:
-        return httpx.get(_url(gw, "/api/health")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _url(gw: Gateway, path: str) -> str:
@@ -250,7 +243,7 @@ def test_district_limits_and_breach_alert(gateway_settings, broker) -> None:
     )
     alerts = Subscriber(broker.url, "dispatch/alerts")
     with Gateway(settings) as gw:
-        wait_for(lambda: _up(gw))
+        wait_for(lambda: gateway_up(gw))
         call(gw, "PUT", "/api/elevators/B2", role="admin", body={"district": "Rural"})
         urban = report(gw, "B1").json()
         rural = report(gw, "B2").json()

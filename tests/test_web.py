@@ -33,7 +33,7 @@ from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.web.pages import LANG_COOKIE
 from gateway.web.strings import STRINGS
-from tests.conftest import Device, status_frame, wait_for
+from tests.conftest import Device, gateway_up, status_frame, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -87,15 +87,8 @@ def gw(gateway_settings) -> Iterator[Gateway]:
     )
     with Gateway(settings, ScaledClock(SPEED)) as gateway:
         assert gateway.session.wait_connected(10)
-        wait_for(lambda: _up(gateway))
+        wait_for(lambda: gateway_up(gateway))
         yield gateway
-
-
-def _up(gw: Gateway) -> bool:
-    try:
-        return httpx.get(url(gw, "/api/health")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def url(gw: Gateway, path: str) -> str:
