@@ -1,8 +1,8 @@
 """The running gateway: builds every part from the settings, starts and stops them in one place.
 
-Threads: paho's network thread hands messages to a bounded queue; one worker thread runs the
-pipeline, flushes batches and acknowledges; the spool replayer and the HTTP server have
-their own. All domain work happens on the worker thread, so it needs no locks.
+Threads: the MQTT client's network thread hands messages to a bounded queue; one worker
+thread runs the pipeline, flushes batches and acknowledges; the spool replayer and the HTTP
+server have their own. All domain work happens on the worker thread, so it needs no locks.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gateway.deadletter import DeadLetter
 from gateway.frames import Frame, elevator_of
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
-from gateway.ingest import MqttSession, Publisher, RawMessage, TlsFiles
+from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
@@ -107,11 +107,14 @@ class Gateway:
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
         )
-        self.session = MqttSession(
+        self.session = open_session(
+            s.mqtt_client,
             s.mqtt_url,
             s.mqtt_client_id,
             self._handoff,
             self.clock,
+            journal_dir=s.spool_dir / "journal",
+            journal_fsync_interval_s=s.journal_fsync_interval_s,
             topic_prefix=s.mqtt_topic_prefix,
             receive_window=s.mqtt_receive_window,
             session_expiry_s=s.mqtt_session_expiry_s,

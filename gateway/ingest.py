@@ -1,7 +1,8 @@
 """The MQTT edge: a persistent QoS 1 session that hands messages on and acknowledges late.
 
-Nothing past this module imports the MQTT library: messages leave here as `RawMessage`,
-and acknowledgements come back as the opaque `AckToken`s they carried.
+Nothing past this module (and `ingest_libmosquitto`, the fast session) imports an MQTT
+library: messages leave here as `RawMessage`, and acknowledgements come back as the opaque
+`AckToken`s they carried. `open_session` picks the client by name.
 
 Why paho-mqtt with `manual_ack`: a QoS 1 message is PUBACKed only when the pipeline says its
 frame is durable (stored or spooled), so a crash in between leads to redelivery, not loss.
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -37,8 +38,8 @@ SUBSCRIPTIONS = ("elevators/+/status", "elevators/+/event", "elevators/+/online"
 
 
 class AckToken(NamedTuple):
-    mid: int
-    qos: int
+    mid: int  # the MQTT packet id (paho), or the journal segment (libmosquitto)
+    qos: int  # 0: nothing to acknowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,54 @@ class TlsFiles:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+
+
+class Session(Protocol):
+    """What the gateway needs of an ingest session, whichever the client library."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def wait_connected(self, timeout: float) -> bool: ...
+
+    def ack(self, tokens: Iterable[AckToken]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_session(
+    client: str,
+    url: str,
+    client_id: str,
+    on_message: Callable[[RawMessage], None],
+    clock: Clock,
+    *,
+    journal_dir: Path,
+    journal_fsync_interval_s: float,
+    topic_prefix: str,
+    receive_window: int,
+    session_expiry_s: int,
+    keepalive_s: int,
+    tls: TlsFiles,
+) -> Session:
+    """The ingest session on `client` ("libmosquitto" or "paho"), not yet started."""
+    if client == "paho":
+        return MqttSession(
+            url, client_id, on_message, clock,
+            topic_prefix=topic_prefix, receive_window=receive_window,
+            session_expiry_s=session_expiry_s, keepalive_s=keepalive_s, tls=tls,
+        )  # fmt: skip
+    from gateway.ingest_libmosquitto import LibmosquittoSession  # loads libmosquitto
+    from gateway.journal import Journal
+
+    journal = Journal(journal_dir, fsync_interval_s=journal_fsync_interval_s)
+    return LibmosquittoSession(
+        url, client_id, on_message, clock, journal,
+        topic_prefix=topic_prefix, session_expiry_s=session_expiry_s,
+        keepalive_s=keepalive_s, tls=tls,
+    )  # fmt: skip
 
 
 def _client(

@@ -1,7 +1,12 @@
-"""End to end on real parts: Mosquitto → gateway → VictoriaMetrics, dead letter in SQLite."""
+"""End to end on real parts: Mosquitto → gateway → VictoriaMetrics, dead letter in SQLite.
+
+Every test runs with each ingest client: libmosquitto (journal, then acknowledge) and paho
+(acknowledge once stored).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -11,10 +16,27 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.app import Gateway
 from gateway.store import open_store
 from tests.conftest import Device, Subscriber, VictoriaMetrics, status_frame, wait_for
+
+
+@pytest.fixture(params=["libmosquitto", "paho"])
+def mqtt_client(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def gateway_settings(gateway_settings, mqtt_client: str):
+    return functools.partial(gateway_settings, mqtt_client=mqtt_client)
+
+
+@pytest.fixture
+def gateway_env(gateway_env: dict[str, str], mqtt_client: str) -> dict[str, str]:
+    return gateway_env | {"GATEWAY_MQTT_CLIENT": mqtt_client}
+
 
 MALFORMED = [
     (b"{not json", "bad_json"),
@@ -147,10 +169,16 @@ def test_tsdb_outage_spools_and_replays(
 
 
 def test_crash_before_handoff_means_redelivery(
-    gateway_env: dict[str, str], device: Device, vm: VictoriaMetrics, prefix: str, tmp_path: Path
+    gateway_env: dict[str, str],
+    mqtt_client: str,
+    device: Device,
+    vm: VictoriaMetrics,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    """kill -9 while frames are received but not yet written: nothing was acknowledged, so
-    the broker delivers them again to the restarted gateway."""
+    """kill -9 while frames are received but not yet written: with paho nothing was
+    acknowledged, so the broker delivers them again; with libmosquitto they were acknowledged
+    after being journaled, and the restarted gateway reads them back from the journal."""
     eid = f"{prefix}-crash"
     holding = gateway_env | {"GATEWAY_FLUSH_INTERVAL_S": "3600", "GATEWAY_BATCH_SIZE": "100000"}
     metrics_url = f"http://127.0.0.1:{gateway_env['GATEWAY_HTTP_PORT']}/metrics"
@@ -166,6 +194,9 @@ def test_crash_before_handoff_means_redelivery(
     finally:
         gw.kill()
         gw.wait()
+    journal = Path(gateway_env["GATEWAY_SPOOL_DIR"]) / "journal"
+    journaled = sum(p.stat().st_size for p in journal.glob("*.wal"))
+    assert (journaled > 0) == (mqtt_client == "libmosquitto")
     gw = _start_gateway(gateway_env, tmp_path / "gw2.log")
     try:
         wait_for(lambda: vm.count("elevator_status_seq", prefix) == 100)
