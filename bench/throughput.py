@@ -1,13 +1,16 @@
 """End-to-end throughput: frames/s from Mosquitto through the gateway into VictoriaMetrics,
-against a bare paho-mqtt subscriber draining the same queue in the same run.
+against bare subscribers draining the same queue in the same run.
 
-Both sessions are subscribed first, then N QoS 1 frames are published (several processes),
-so the broker holds N queued frames for each. The baseline drains its queue counting and
-acknowledging; then the gateway drains its queue: decode, dedup, batch, write to the store
-(acknowledged by VictoriaMetrics), acknowledge. The ratio gateway/baseline cancels most of
-this machine's noise.
+Every session is subscribed first, then N QoS 1 frames are published (several processes),
+so the broker holds N queued frames for each. The baselines drain their queues counting and
+acknowledging: a bare paho-mqtt subscriber and a bare libmosquitto one (pymosquitto). Then
+the gateway drains its queue, once per ingest client asked for: decode, dedup, rules, black
+box, batch, write to the store (acknowledged by VictoriaMetrics), acknowledge. Each gateway
+is reported against the bare subscriber on its own client library; the ratios cancel most
+of this machine's noise.
 
     python bench/throughput.py --frames 100000 --elevators 10000
+    python bench/throughput.py --clients libmosquitto,paho
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.app import Gateway
 from gateway.settings import load_settings
 from tests.services import free_port, make_broker, make_vm
@@ -104,7 +107,34 @@ def _create_session(port: int, client_id: str) -> None:
     client.loop_stop()
 
 
-def _baseline(port: int, client_id: str, frames: int) -> float:
+def _baseline_libmosquitto(port: int, client_id: str, frames: int) -> float:
+    """A bare libmosquitto subscriber (its own network thread): count, and it acknowledges."""
+    from pymosquitto.client import Mosquitto
+
+    client = Mosquitto(client_id=client_id, clean_start=False, protocol=5)
+    count = 0
+    done = threading.Event()
+    start = 0.0
+
+    def on_message(_c: object, _u: object, _m: object) -> None:
+        nonlocal count, start
+        if count == 0:
+            start = time.perf_counter()
+        count += 1
+        if count == frames:
+            done.set()
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop(False)
+    return frames / elapsed
+
+
+def _baseline_paho(port: int, client_id: str, frames: int) -> float:
     """A bare paho subscriber: count and acknowledge (after the callback, manual_ack off)."""
     client = _session(port, client_id, manual_ack=False)
     count = 0
@@ -128,19 +158,68 @@ def _baseline(port: int, client_id: str, frames: int) -> float:
     return frames / elapsed
 
 
+BASELINES = {"paho": _baseline_paho, "libmosquitto": _baseline_libmosquitto}
+
+
+def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int) -> float:
+    """The gateway on `client` draining its queue; frames/s from the first frame processed
+    to the last point acknowledged by VictoriaMetrics."""
+    settings = load_settings(
+        mqtt_url=broker_url,
+        mqtt_client=client,
+        mqtt_client_id=f"bench-gateway-{client}",
+        tsdb_url=vm_url,
+        store_url=f"sqlite:///{work / f'gw-{client}.db'}",
+        spool_dir=work / f"spool-{client}",
+        http_port=free_port(),
+        log_level="warning",
+    )
+    written = metrics.TSDB_POINTS._value
+    before = written.get()
+    with Gateway(settings) as gw:
+        start = None
+        deadline = time.perf_counter() + 600
+        while written.get() - before < frames and time.perf_counter() < deadline:
+            if start is None and gw.pipeline.pending:
+                start = time.perf_counter()
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - (start or deadline)
+        stored = written.get() - before
+        sink = gw.writer._sink
+    rate = stored / elapsed
+    print(
+        f"gateway on {client} (decode, dedup, rules, write to VictoriaMetrics, ack): "
+        f"{rate:,.0f} frames/s ({stored:,.0f} points)"
+    )
+    requests = getattr(sink, "requests", 0)
+    if requests:
+        print(
+            f"  write efficiency: {stored / requests:,.0f} points/request, "
+            f"{sink.bytes_sent / stored:.0f} bytes/point"
+        )
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--elevators", type=int, default=10_000)
     parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument(
+        "--clients", default="libmosquitto", help="ingest clients to run the gateway on"
+    )
     args = parser.parse_args()
+    clients = args.clients.split(",")
 
+    logs.configure("warning")
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     broker, vm = make_broker(work / "broker"), make_vm(work / "vm")
     broker.start()
     vm.start()
     try:
-        for cid in ("bench-baseline", "bench-gateway"):
+        sessions = [f"bench-baseline-{b}" for b in BASELINES]
+        sessions += [f"bench-gateway-{c}" for c in clients]
+        for cid in sessions:
             _create_session(broker.port, cid)
         t0 = time.perf_counter()
         procs = [
@@ -154,47 +233,17 @@ def main() -> None:
             p.start()
         for p in procs:
             p.join()
-        print(f"queued {args.frames} frames for 2 sessions in {time.perf_counter() - t0:.1f} s")
+        took = time.perf_counter() - t0
+        print(f"queued {args.frames} frames for {len(sessions)} sessions in {took:.1f} s")
 
-        baseline = _baseline(broker.port, "bench-baseline", args.frames)
-        print(f"baseline (bare paho subscriber, count only): {baseline:,.0f} frames/s")
-
-        settings = load_settings(
-            mqtt_url=broker.url,
-            mqtt_client_id="bench-gateway",
-            tsdb_url=vm.url,
-            store_url=f"sqlite:///{work / 'gw.db'}",
-            spool_dir=work / "spool",
-            http_port=free_port(),
-            log_level="warning",
-        )
-        from gateway import logs
-
-        logs.configure("warning")
-        written = metrics.TSDB_POINTS._value
-        before = written.get()
-        with Gateway(settings) as gw:
-            start = None
-            deadline = time.perf_counter() + 600
-            while written.get() - before < args.frames and time.perf_counter() < deadline:
-                if start is None and gw.pipeline.pending:
-                    start = time.perf_counter()
-                time.sleep(0.001)
-            elapsed = time.perf_counter() - (start or deadline)
-            stored = written.get() - before
-            sink = gw.writer._sink
-        rate = stored / elapsed
-        print(
-            f"gateway (decode, dedup, write to VictoriaMetrics, ack): {rate:,.0f} frames/s "
-            f"({stored:,.0f} points)"
-        )
-        print(f"ratio gateway/baseline: {rate / baseline:.2f}")
-        requests = getattr(sink, "requests", 0)
-        if requests:
-            print(
-                f"write efficiency: {stored / requests:,.0f} points/request, "
-                f"{sink.bytes_sent / stored:.0f} bytes/point"
-            )
+        baselines = {}
+        for name, drain in BASELINES.items():
+            baselines[name] = drain(broker.port, f"bench-baseline-{name}", args.frames)
+            print(f"baseline: bare {name} subscriber, count only: {baselines[name]:,.0f} frames/s")
+        for client in clients:
+            rate = _gateway(work, broker.url, vm.url, client, args.frames)
+            for name, baseline in baselines.items():
+                print(f"  ratio gateway on {client} / bare {name}: {rate / baseline:.2f}")
     finally:
         broker.stop()
         vm.stop()
