@@ -188,10 +188,15 @@ def elevator_of(topic: str) -> str | None:
 
 
 def decode(
-    topic: str, payload: bytes, received_at: datetime, max_bytes: int = MAX_PAYLOAD_BYTES
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    elevator_id: str | None = None,
 ) -> Frame | Rejected:
-    """Turn one MQTT message into a valid `Frame` or a `Rejected` with its reason."""
-    elevator_id = elevator_of(topic)
+    """Turn one MQTT message into a valid `Frame` or a `Rejected` with its reason.
+    `elevator_id`: `elevator_of(topic)`, when the caller has it already (the hot path)."""
+    elevator_id = elevator_id or elevator_of(topic)
     if elevator_id is None:
         return Rejected(
             "bad_topic",

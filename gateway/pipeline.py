@@ -72,9 +72,10 @@ class Pipeline:
 
     def process(self, raw: RawMessage) -> None:
         self._acks.append(raw.ack)
-        if not self._within_rate(raw):
+        elevator_id = elevator_of(raw.topic)  # None: decode rejects the topic
+        if elevator_id is not None and not self._within_rate(raw, elevator_id):
             return
-        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)
+        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload, elevator_id)
         if isinstance(result, Rejected):
             self._deadletter.add(result)
             return
@@ -100,12 +101,9 @@ class Pipeline:
         acks, self._acks = self._acks, []
         return acks
 
-    def _within_rate(self, raw: RawMessage) -> bool:
+    def _within_rate(self, raw: RawMessage, elevator_id: str) -> bool:
         """Checked before decoding, so a babbling device costs almost nothing. Refusals are
         all counted; the first of each episode is also logged and dead-lettered."""
-        elevator_id = elevator_of(raw.topic)
-        if elevator_id is None:
-            return True  # decode rejects the topic
         decision = self._limiter.check(elevator_id, raw.received_at.timestamp())
         if decision.allowed:
             return True
