@@ -184,8 +184,10 @@ class Gateway:
     def _takes(self, raw: RawMessage) -> bool:
         """Whether this gateway processes the message; another cluster member's frame is
         held for a takeover and acknowledged at once (that member acknowledges its own)."""
+        if self.partition is None:
+            return True
         elevator_id = elevator_of(raw.topic)
-        if self.partition is None or elevator_id is None:
+        if elevator_id is None:
             return True
         if self.partition.take_or_hold(elevator_id, raw):
             return True

@@ -37,7 +37,7 @@ from pymosquitto.bindings import (
     strerror,
 )
 from pymosquitto.client import Mosquitto, MosquittoError, PropertyFactory
-from pymosquitto.constants import MQTT5PropertyID, ProtocolVersion
+from pymosquitto.constants import LIBMOSQ_PATH, MQTT5PropertyID, ProtocolVersion
 
 from gateway import metrics
 from gateway.clock import Clock
@@ -60,6 +60,13 @@ _CALLBACKS = {
 }
 for _type, _setter in _CALLBACKS.values():
     bind(None, _setter, ctypes.c_void_p, _type)
+# The network loop, straight through ctypes (it runs per packet). `_loop` releases the GIL
+# while it waits for the network; `_loop_holding_gil` does not, and reads on while messages
+# keep coming: taking the GIL back from the pipeline thread for every message cost more CPU
+# than handling the message.
+_LOOP_ARGS = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+_loop = bind(ctypes.c_int, libmosq.mosquitto_loop, *_LOOP_ARGS)
+_loop_holding_gil = bind(ctypes.c_int, ctypes.PyDLL(LIBMOSQ_PATH).mosquitto_loop, *_LOOP_ARGS)
 
 
 class LibmosquittoSession:
@@ -89,6 +96,7 @@ class LibmosquittoSession:
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._suback_pending = 0
+        self._burst = 0  # messages handled in the current loop call
         self._client = _client(self._address, client_id, tls)
         # Kept referenced: libmosquitto holds only the C pointers.
         self._callbacks = []
@@ -146,12 +154,15 @@ class LibmosquittoSession:
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
                     continue
-            try:
-                self._client.loop(_LOOP_TIMEOUT_MS, 1)
-            except MosquittoError as exc:
+            self._burst = 0
+            rc = _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)
+            while rc == 0 and self._burst:
+                self._burst = 0
+                rc = _loop_holding_gil(self._client.ptr, 0, 1)
+            if rc != 0:
                 linked = False
                 if self._connected.is_set():  # libmosquitto did not call back: no DISCONNECT
-                    self._handle_disconnect(None, None, int(exc.code))
+                    self._handle_disconnect(None, None, rc)
                 if not self._stopping.is_set():
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
@@ -197,6 +208,7 @@ class LibmosquittoSession:
         log.warning("mqtt_disconnected", client_id=self._client_id, error=strerror(rc))
 
     def _handle_message(self, _m: int, _u: Any, message: Any) -> None:
+        self._burst += 1
         msg: MQTTMessageStruct = message.contents
         topic_bytes: bytes = msg.topic
         payload = ctypes.string_at(msg.payload, msg.payloadlen)
