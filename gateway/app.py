@@ -120,6 +120,7 @@ class Gateway:
             session_expiry_s=s.mqtt_session_expiry_s,
             keepalive_s=s.mqtt_keepalive_s,
             tls=tls,
+            log_level=s.log_level,
         )
         self.publisher.start()
         self.notifier.start()

@@ -13,6 +13,7 @@ by the protocol itself; past that the broker queues for us (backpressure, never 
 
 from __future__ import annotations
 
+import os
 import random
 import ssl
 import threading
@@ -116,6 +117,7 @@ def open_session(
     session_expiry_s: int,
     keepalive_s: int,
     tls: TlsFiles,
+    log_level: str = "info",
 ) -> Session:
     """The ingest session on `client` ("libmosquitto" or "paho"), not yet started."""
     if client == "paho":
@@ -124,15 +126,14 @@ def open_session(
             topic_prefix=topic_prefix, receive_window=receive_window,
             session_expiry_s=session_expiry_s, keepalive_s=keepalive_s, tls=tls,
         )  # fmt: skip
-    from gateway.ingest_libmosquitto import LibmosquittoSession  # loads libmosquitto
-    from gateway.journal import Journal
+    from gateway.ingest_libmosquitto import LibmosquittoSession, ReceiverConfig
 
-    journal = Journal(journal_dir, fsync_interval_s=journal_fsync_interval_s)
-    return LibmosquittoSession(
-        url, client_id, on_message, clock, journal,
-        topic_prefix=topic_prefix, session_expiry_s=session_expiry_s,
-        keepalive_s=keepalive_s, tls=tls,
+    config = ReceiverConfig(
+        url, client_id, journal_dir, topic_prefix, session_expiry_s, keepalive_s, tls,
+        journal_fsync_interval_s, backlog=receive_window, log_level=log_level,
+        parent_pid=os.getpid(),
     )  # fmt: skip
+    return LibmosquittoSession(config, on_message, clock)
 
 
 def _client(

@@ -3,10 +3,16 @@
 libmosquitto parses MQTT in C, about three times the rate of paho's pure-Python protocol
 code here (bench/throughput.py), but it acknowledges a QoS 1 message itself, as soon as our
 callback returns; it has no manual acknowledgement. So the callback journals the message
-before it returns (gateway/journal.py) and the journal is the durable hand-off: the PUBACK
+before it returns (gateway/journal.py), and the journal is the durable hand-off: the PUBACK
 only leaves once the message is written (libmosquitto queues it and, with the client marked
-threaded, writes it after the callback, in the loop's write phase), and a message is only
-dropped from the journal once the pipeline has it stored or spooled.
+threaded, writes it after the callback, in the loop's write phase), and the pipeline drops
+a journal segment only once every message in it is stored or spooled.
+
+The client runs in a receiver process of its own (`receive`), so its per-message Python
+never competes with the pipeline for the GIL; the gateway's side (`LibmosquittoSession`)
+reads the journal in order and hands the messages on. The receiver dies with the gateway
+(PR_SET_PDEATHSIG), and holds back (stops reading from the broker) while more than
+`backlog` messages wait in the journal unread: backpressure onto the broker, as before.
 
 The network loop is ours, not `loop_start()`'s: libmosquitto's own reconnect sends CONNECT
 without properties, which would set the session expiry to 0 and lose the persistent session
@@ -17,11 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
+import os
 import random
+import signal
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,15 +51,34 @@ from pymosquitto.bindings import (
 from pymosquitto.client import Mosquitto, MosquittoError, PropertyFactory
 from pymosquitto.constants import LIBMOSQ_PATH, MQTT5PropertyID, ProtocolVersion
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.clock import Clock
 from gateway.ingest import SUBSCRIPTIONS, AckToken, BrokerAddress, RawMessage, TlsFiles
-from gateway.journal import Journal
+from gateway.journal import JournalReader, JournalWriter
 
 log = structlog.get_logger(__name__)
 
 _LOOP_TIMEOUT_MS = 200
-_JOURNAL_RETRY_S = 1.0
+_RETRY_S = 1.0
+_IDLE_S = 0.002  # how often the gateway looks for new journal entries when there were none
+_STOP_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    url: str
+    client_id: str
+    journal_dir: Path
+    topic_prefix: str
+    session_expiry_s: int
+    keepalive_s: int
+    tls: TlsFiles
+    fsync_interval_s: float
+    backlog: int  # journaled messages the gateway has not read yet, at most
+    log_level: str
+    parent_pid: int
+
 
 # The raw callbacks, not pymosquitto's wrappers: those build a dataclass per message and
 # convert codes into an enum that lacks MQTT 5's reason codes (a refusal would be lost).
@@ -70,75 +101,137 @@ _loop_holding_gil = bind(ctypes.c_int, ctypes.PyDLL(LIBMOSQ_PATH).mosquitto_loop
 
 
 class LibmosquittoSession:
-    """Same shape as `ingest.MqttSession`; `AckToken.mid` is the message's journal segment."""
+    """The gateway's side: starts the receiver process and reads its journal in order.
+    Same shape as `ingest.MqttSession`; `AckToken.mid` is the message's journal segment."""
 
     def __init__(
         self,
-        url: str,
-        client_id: str,
+        config: ReceiverConfig,
         on_message: Callable[[RawMessage], None],
         clock: Clock,
-        journal: Journal,
-        *,
-        topic_prefix: str = "",
-        session_expiry_s: int = 7 * 24 * 3600,
-        keepalive_s: int = 30,
-        tls: TlsFiles,
     ) -> None:
-        self._address = BrokerAddress.parse(url)
-        self._client_id = client_id
+        self._config = config
         self._on_message = on_message
         self._clock = clock
-        self._journal = journal
-        self._topics = [topic_prefix + t for t in SUBSCRIPTIONS]
-        self._keepalive = keepalive_s
-        self._session_expiry_s = session_expiry_s
-        self._connected = threading.Event()
+        context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        self._connected = context.Value("b", 0, lock=False)
+        self._read = context.Value("q", 0, lock=False)
+        self._process = context.Process(
+            target=receive,
+            args=(config, self._connected, self._read),
+            name="mqtt-receiver",
+            daemon=True,
+        )
+        self._reader = JournalReader(config.journal_dir)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-reader", daemon=True)
+        self._recovering_below = 0  # segments of a previous run: their receipt time is kept
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._connected.value)
+
+    def start(self) -> None:
+        self._recovering_below = self._reader.next_new_segment()
+        self._process.start()
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            if time.monotonic() >= deadline or not self._process.is_alive():
+                return False
+            time.sleep(0.01)
+        return True
+
+    def ack(self, tokens: Iterable[AckToken]) -> None:
+        self._reader.settle(segment for segment, qos in tokens if qos)
+
+    def close(self) -> None:
+        if self._process.pid is not None:
+            self._process.terminate()  # SIGTERM: disconnect, fsync, exit
+            self._process.join(_STOP_TIMEOUT_S)
+            if self._process.is_alive():
+                log.error("mqtt_receiver_stuck_killed", pid=self._process.pid)
+                self._process.kill()
+                self._process.join()
+        self._stopping.set()
+        if self._thread.ident is not None:
+            self._thread.join()
+        self._reader.close()
+        self._connected.value = 0
+        metrics.BROKER_UP.set(0)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            metrics.BROKER_UP.set(self._connected.value)
+            try:
+                entries = self._reader.read()
+            except OSError:
+                log.exception("journal_read_failed_retrying")
+                self._stopping.wait(_RETRY_S)
+                continue
+            if not entries:
+                if not self._process.is_alive() and self._process.exitcode not in (None, 0):
+                    log.error("mqtt_receiver_died", exitcode=self._process.exitcode)
+                    self._stopping.wait(_RETRY_S)
+                self._stopping.wait(_IDLE_S)
+                continue
+            now = self._clock.now()
+            for entry in entries:
+                received_at = (
+                    datetime.fromtimestamp(entry.received_at, UTC)
+                    if entry.segment < self._recovering_below
+                    else now
+                )
+                ack = AckToken(entry.segment, 1)
+                raw = RawMessage(entry.topic, entry.payload, received_at, ack)
+                try:
+                    self._on_message(raw)  # blocks while the pipeline's queue is full
+                except Exception:
+                    # A bug must not stop the reader; the entry stays in the journal and is
+                    # read again at the next start.
+                    log.exception("ingest_handoff_failed", topic=raw.topic)
+            self._read.value += len(entries)
+
+
+def receive(config: ReceiverConfig, connected: Any, read: Any) -> None:
+    """The receiver process: MQTT in, journal out, until SIGTERM or the gateway's death."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != config.parent_pid:
+        return  # the gateway died before we could ask to die with it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle
+    logs.configure(config.log_level)
+    receiver = _Receiver(config, connected, read)
+    signal.signal(signal.SIGTERM, lambda *_: receiver.stop())
+    receiver.run()
+
+
+class _Receiver:
+    def __init__(self, config: ReceiverConfig, connected: Any, read: Any) -> None:
+        self._config = config
+        self._address = BrokerAddress.parse(config.url)
+        self._client_id = config.client_id
+        self._topics = [config.topic_prefix + t for t in SUBSCRIPTIONS]
+        self._connected = connected
+        self._read = read
+        self._journal = JournalWriter(config.journal_dir, fsync_interval_s=config.fsync_interval_s)
+        self._written = 0
         self._stopping = threading.Event()
         self._suback_pending = 0
         self._burst = 0  # messages handled in the current loop call
-        self._client = _client(self._address, client_id, tls)
+        self._client = _client(self._address, config.client_id, config.tls)
         # Kept referenced: libmosquitto holds only the C pointers.
         self._callbacks = []
         for name, (c_type, setter) in _CALLBACKS.items():
             callback = c_type(getattr(self, "_handle_" + name))
             setter(self._client.ptr, callback)
             self._callbacks.append(callback)
-        self._thread = threading.Thread(target=self._run, name="mqtt-ingest", daemon=True)
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def start(self) -> None:
-        # What a previous run journaled and may not have stored goes first.
-        recovered = 0
-        for entry in self._journal.recover():
-            received_at = datetime.fromtimestamp(entry.received_at, UTC)
-            self._deliver(
-                RawMessage(entry.topic, entry.payload, received_at, AckToken(entry.segment, 1))
-            )
-            recovered += 1
-        if recovered:
-            log.warning("journal_recovered", messages=recovered)
-        self._thread.start()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def ack(self, tokens: Iterable[AckToken]) -> None:
-        self._journal.settle(segment for segment, qos in tokens if qos)
-
-    def close(self) -> None:
+    def stop(self) -> None:
         self._stopping.set()
-        with contextlib.suppress(MosquittoError):  # not connected
-            self._client.disconnect()
-        self._thread.join()
-        self._connected.clear()
-        self._journal.close()
 
-    # -- the network thread ---------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
         # Doubling delay from a random start per process: a fleet of gateways does not
         # reconnect in lockstep after a broker restart.
         delay = first_delay = random.uniform(1.0, 2.0)
@@ -156,26 +249,36 @@ class LibmosquittoSession:
                     continue
             self._burst = 0
             rc = _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)
-            while rc == 0 and self._burst:
+            while rc == 0 and self._burst and not self._stopping.is_set():
                 self._burst = 0
                 rc = _loop_holding_gil(self._client.ptr, 0, 1)
             if rc != 0:
                 linked = False
-                if self._connected.is_set():  # libmosquitto did not call back: no DISCONNECT
+                if self._connected.value:  # libmosquitto did not call back: no DISCONNECT
                     self._handle_disconnect(None, None, rc)
                 if not self._stopping.is_set():
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
+        if linked:
+            with contextlib.suppress(MosquittoError):
+                self._client.disconnect()
+                _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)  # send the DISCONNECT
+        self._connected.value = 0
+        self._journal.close()
 
     def _connect(self) -> None:
         # clean_start=False (set on the client) + session expiry: the broker keeps our
         # subscriptions and queues frames while we are away.
         props = PropertyFactory.INT32(
-            MQTT5PropertyID.SESSION_EXPIRY_INTERVAL, self._session_expiry_s
+            MQTT5PropertyID.SESSION_EXPIRY_INTERVAL, self._config.session_expiry_s
         )
         try:
             self._client.connect_bind_v5(
-                self._address.host.encode(), self._address.port, self._keepalive, None, props
+                self._address.host.encode(),
+                self._address.port,
+                self._config.keepalive_s,
+                None,
+                props,
             )
         finally:
             libmosq.mosquitto_property_free_all(ctypes.byref(props))
@@ -197,12 +300,10 @@ class LibmosquittoSession:
             return
         self._suback_pending -= 1
         if self._suback_pending == 0:
-            self._connected.set()  # only from now on is nothing published missed
-            metrics.BROKER_UP.set(1)
+            self._connected.value = 1  # only from now on is nothing published missed
 
-    def _handle_disconnect(self, _c: Any, _u: Any, rc: int) -> None:
-        self._connected.clear()
-        metrics.BROKER_UP.set(0)
+    def _handle_disconnect(self, _m: Any, _u: Any, rc: int) -> None:
+        self._connected.value = 0
         if self._stopping.is_set():
             return  # our own close
         log.warning("mqtt_disconnected", client_id=self._client_id, error=strerror(rc))
@@ -210,30 +311,21 @@ class LibmosquittoSession:
     def _handle_message(self, _m: int, _u: Any, message: Any) -> None:
         self._burst += 1
         msg: MQTTMessageStruct = message.contents
-        topic_bytes: bytes = msg.topic
         payload = ctypes.string_at(msg.payload, msg.payloadlen)
-        now = self._clock.now()
-        segment = self._journal_append(topic_bytes, payload, now.timestamp())
-        topic = topic_bytes.decode("utf-8", "replace")
-        self._deliver(RawMessage(topic, payload, now, AckToken(segment, 1)))
-
-    def _journal_append(self, topic: bytes, payload: bytes, received_at: float) -> int:
         # The PUBACK goes out when we return: until the journal has the message, we don't.
         # (Held long enough, the broker drops the connection and redelivers it instead.)
         while True:
             try:
-                return self._journal.append(topic, payload, received_at)
+                self._journal.append(msg.topic, payload, time.time())
+                break
             except OSError:
                 log.exception("journal_append_failed_retrying")
-                self._stopping.wait(_JOURNAL_RETRY_S)
-
-    def _deliver(self, raw: RawMessage) -> None:
-        try:
-            self._on_message(raw)
-        except Exception:
-            # Never let a bug take the network loop down; the message stays in the journal
-            # and is handed on again at the next start.
-            log.exception("ingest_handoff_failed", topic=raw.topic)
+                self._stopping.wait(_RETRY_S)
+        self._written += 1
+        # Backpressure: while the gateway lags, hold the loop, so the broker queues for us.
+        while self._written - self._read.value > self._config.backlog:
+            if self._stopping.wait(0.001):
+                return
 
 
 def _client(address: BrokerAddress, client_id: str, tls: TlsFiles) -> Mosquitto:

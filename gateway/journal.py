@@ -1,11 +1,13 @@
-"""A write-ahead journal of received MQTT messages, for a client that acknowledges on receipt.
+"""A write-ahead journal of received MQTT messages: written by the receiver process, read in
+order by the gateway's pipeline.
 
-libmosquitto sends a QoS 1 PUBACK as soon as the message callback returns, not when we say so.
-So the callback appends the message here first: one `write(2)` into the page cache, which
-outlives a crash of the gateway process (kill -9, OOM, a bug); a background thread fsyncs
-every `fsync_interval_s`, which bounds what a crash of the machine can take. Messages are
-counted per segment and a segment is deleted once every message in it is durable further
-down the line (stored or spooled); at start, what a previous run left is read back first.
+libmosquitto acknowledges a QoS 1 message as soon as our callback returns, not when we say
+so. So the receiver's callback appends the message here first: one `write(2)` into the page
+cache, which outlives a crash of the gateway (kill -9, OOM, a bug); the writer fsyncs every
+`fsync_interval_s`, which bounds what a crash of the machine can take. The pipeline reads
+the segments in order (what a previous run left comes first, by name) and deletes a segment
+once it has read all of it and every message in it is durable further down the line
+(stored or spooled).
 
 Record: `<topic length u16><payload length u32><received_at f64>`, topic, payload. A torn
 last record (the machine died mid-write) is ignored: it was never acknowledged.
@@ -16,9 +18,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import structlog
 
@@ -26,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 _HEADER = struct.Struct("<HId")
 _SUFFIX = ".wal"
+_READ_CHUNK = 1 << 20
 
 
 class Entry(NamedTuple):
@@ -35,7 +38,17 @@ class Entry(NamedTuple):
     received_at: float  # Unix seconds
 
 
-class Journal:
+def _segments(directory: Path) -> list[int]:
+    return sorted(int(p.stem) for p in directory.glob("*" + _SUFFIX))
+
+
+def _path(directory: Path, segment: int) -> Path:
+    return directory / f"{segment:012d}{_SUFFIX}"
+
+
+class JournalWriter:
+    """The receiver's end: appends, starting a segment after any that exist."""
+
     def __init__(
         self,
         directory: Path,
@@ -48,9 +61,8 @@ class Journal:
         self._segment_bytes = segment_bytes
         self._fsync_interval_s = fsync_interval_s
         self._lock = threading.Lock()
-        self._left = sorted(int(p.stem) for p in self._dir.glob("*" + _SUFFIX))
-        self._unsettled: dict[int, int] = {}  # segment -> messages not yet durable downstream
-        self._segment = (self._left[-1] if self._left else 0) + 1
+        existing = _segments(directory)
+        self._segment = (existing[-1] if existing else 0) + 1
         self._fd = self._open(self._segment)
         self._size = 0
         self._dirty = False
@@ -58,49 +70,20 @@ class Journal:
         self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
         self._syncer.start()
 
-    def recover(self) -> Iterator[Entry]:
-        """What a previous run journaled and may not have stored: every entry of its
-        segments, oldest first. Each must be `settle`d like a new one."""
-        for segment in self._left:
-            data = self._path(segment).read_bytes()
-            entries = list(_records(segment, data))
-            with self._lock:
-                self._unsettled[segment] = len(entries)
-            if entries:
-                log.warning("journal_recovering", segment=segment, messages=len(entries))
-            yield from entries
-            self._release_if_settled(segment)
-        self._left = []
-
-    def append(self, topic: bytes, payload: bytes, received_at: float) -> int:
-        """Journal one message (before it is acknowledged); returns its segment."""
+    def append(self, topic: bytes, payload: bytes, received_at: float) -> None:
+        """Journal one message (before it is acknowledged)."""
         record = _HEADER.pack(len(topic), len(payload), received_at) + topic + payload
         with self._lock:
             if self._size >= self._segment_bytes:
-                self._rotate()
+                # The reader takes a newer segment as the end of this one: finish it first.
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._segment += 1
+                self._fd = self._open(self._segment)
+                self._size = 0
             os.write(self._fd, record)
             self._size += len(record)
             self._dirty = True
-            segment = self._segment
-            self._unsettled[segment] = self._unsettled.get(segment, 0) + 1
-        return segment
-
-    def settle(self, segments: Iterable[int]) -> None:
-        """These messages (one segment number each) are durable downstream now."""
-        emptied = []
-        with self._lock:
-            for segment in segments:
-                left = self._unsettled[segment] - 1
-                self._unsettled[segment] = left
-                if left == 0 and segment != self._segment:
-                    emptied.append(segment)
-        for segment in emptied:
-            self._release_if_settled(segment)
-
-    @property
-    def unsettled(self) -> int:
-        with self._lock:
-            return sum(self._unsettled.values())
 
     def close(self) -> None:
         self._closed.set()
@@ -108,25 +91,6 @@ class Journal:
         with self._lock:
             os.fsync(self._fd)
             os.close(self._fd)
-            if not self._unsettled.get(self._segment):
-                self._path(self._segment).unlink(missing_ok=True)
-
-    def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        if not self._unsettled.get(self._segment):
-            self._unsettled.pop(self._segment, None)
-            self._path(self._segment).unlink(missing_ok=True)
-        self._segment += 1
-        self._fd = self._open(self._segment)
-        self._size = 0
-
-    def _release_if_settled(self, segment: int) -> None:
-        with self._lock:
-            if self._unsettled.get(segment, 0) > 0 or segment == self._segment:
-                return
-            self._unsettled.pop(segment, None)
-        self._path(segment).unlink(missing_ok=True)
 
     def _sync_loop(self) -> None:
         while not self._closed.wait(self._fsync_interval_s):
@@ -141,7 +105,7 @@ class Journal:
                 os.close(fd)
 
     def _open(self, segment: int) -> int:
-        fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(_path(self._dir, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         dir_fd = os.open(self._dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the new name survives a crash of the machine
@@ -149,19 +113,119 @@ class Journal:
             os.close(dir_fd)
         return fd
 
-    def _path(self, segment: int) -> Path:
-        return self._dir / f"{segment:012d}{_SUFFIX}"
 
+class JournalReader:
+    """The pipeline's end: entries in order, oldest segment first; `settle` what is durable.
 
-def _records(segment: int, data: bytes) -> Iterator[Entry]:
-    pos, end = 0, len(data)
-    while pos + _HEADER.size <= end:
-        topic_len, payload_len, received_at = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        stop = start + topic_len + payload_len
-        if stop > end:
-            log.warning("journal_torn_record", segment=segment, offset=pos)
-            return
-        topic = data[start : start + topic_len].decode("utf-8", "replace")
-        yield Entry(segment, topic, data[start + topic_len : stop], received_at)
-        pos = stop
+    Used from one thread at a time, except `settle`, which may come from another.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._unsettled: dict[int, int] = {}  # segment -> entries read and not yet durable
+        self._finished: set[int] = set()  # segments read to their end
+        self._segment: int | None = None
+        self._file: BinaryIO | None = None
+        self._pending = b""  # the start of a record still being written
+
+    def read(self) -> list[Entry]:
+        """The entries written since the last call (possibly none); never waits."""
+        while self._file is not None or self._open_next():
+            assert self._file is not None
+            entries = self._parse(self._file.read(_READ_CHUNK))
+            if entries or self._pending or not self._has_newer():
+                return entries
+            # A newer segment means this one is complete: read what came before it, go on.
+            entries = self._parse(self._file.read())
+            if self._pending:
+                log.warning("journal_torn_record", segment=self._segment)
+            self._finish()
+            if entries:
+                return entries
+        return []
+
+    def settle(self, segments: Iterable[int]) -> None:
+        """These entries (one segment number each) are durable downstream now."""
+        emptied = []
+        with self._lock:
+            for segment in segments:
+                left = self._unsettled[segment] - 1
+                self._unsettled[segment] = left
+                if left == 0 and segment in self._finished:
+                    emptied.append(segment)
+        for segment in emptied:
+            self._release(segment)
+
+    def close(self) -> None:
+        """The writer has stopped: a segment read to its end and all settled can go."""
+        if self._file is not None and self._segment is not None:
+            if not self._file.read(1) and not self._pending:
+                self._finish()
+            else:
+                self._file.close()
+        self._file = None
+
+    @property
+    def unsettled(self) -> int:
+        with self._lock:
+            return sum(self._unsettled.values())
+
+    def next_new_segment(self) -> int:
+        """The segment a writer started now would write: those below it are a past run's."""
+        existing = _segments(self._dir)
+        return (existing[-1] if existing else 0) + 1
+
+    def _open_next(self) -> bool:
+        after = -1 if self._segment is None else self._segment
+        later = [s for s in _segments(self._dir) if s > after]
+        if not later:
+            return False
+        self._segment = later[0]
+        self._file = open(_path(self._dir, self._segment), "rb")  # noqa: SIM115 - kept open
+        self._pending = b""
+        with self._lock:
+            self._unsettled.setdefault(self._segment, 0)
+        return True
+
+    def _has_newer(self) -> bool:
+        return any(s > (self._segment or 0) for s in _segments(self._dir))
+
+    def _finish(self) -> None:
+        assert self._file is not None and self._segment is not None
+        self._file.close()
+        self._file = None
+        segment = self._segment
+        with self._lock:
+            self._finished.add(segment)
+            done = self._unsettled.get(segment, 0) == 0
+        if done:
+            self._release(segment)
+
+    def _release(self, segment: int) -> None:
+        with self._lock:
+            self._unsettled.pop(segment, None)
+            self._finished.discard(segment)
+        _path(self._dir, segment).unlink(missing_ok=True)
+
+    def _parse(self, data: bytes) -> list[Entry]:
+        data = self._pending + data if self._pending else data
+        segment = self._segment
+        assert segment is not None
+        entries = []
+        pos, end = 0, len(data)
+        while pos + _HEADER.size <= end:
+            topic_len, payload_len, received_at = _HEADER.unpack_from(data, pos)
+            start = pos + _HEADER.size
+            stop = start + topic_len + payload_len
+            if stop > end:
+                break
+            topic = data[start : start + topic_len].decode("utf-8", "replace")
+            entries.append(Entry(segment, topic, data[start + topic_len : stop], received_at))
+            pos = stop
+        self._pending = data[pos:]
+        if entries:
+            with self._lock:
+                self._unsettled[segment] += len(entries)
+        return entries

@@ -1,63 +1,92 @@
-"""The ingest journal: what is appended and not settled comes back after a restart, in order;
-settled segments are deleted; a torn last record is ignored."""
+"""The ingest journal: the reader gets every entry in order, across segments and across a
+restart; a segment goes once read and settled; a torn or half-written record waits or is
+ignored, never misread."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.journal import Journal
+from gateway.journal import JournalReader, JournalWriter
 
 
-def _fill(journal: Journal, n: int, start: int = 0) -> list[int]:
-    return [
-        journal.append(f"elevators/E{i}/status".encode(), b"frame %d" % i, 1000.0 + i)
-        for i in range(start, start + n)
-    ]
+def _write(writer: JournalWriter, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        writer.append(f"elevators/E{i}/status".encode(), b"frame %d" % i, 1000.0 + i)
 
 
-def test_unsettled_messages_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
-    journal = Journal(tmp_path, segment_bytes=200)  # a few records a segment
-    segments = _fill(journal, 10)
-    assert len(set(segments)) > 1
-    journal.settle(segments[:4])
-    journal.close()
+def _read_all(reader: JournalReader) -> list:
+    entries, batch = [], reader.read()
+    while batch:
+        entries += batch
+        batch = reader.read()
+    return entries
 
-    again = Journal(tmp_path)
-    entries = list(again.recover())
-    # Whole segments go: the four settled ones went only where their segment was all settled.
-    payloads = [e.payload for e in entries]
-    assert payloads == sorted(payloads, key=lambda p: int(p.split()[1]))
-    assert payloads[-6:] == [b"frame %d" % i for i in range(4, 10)]
+
+def test_entries_come_in_order_across_segments_and_settled_segments_go(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, segment_bytes=100)  # a few records a segment
+    reader = JournalReader(tmp_path)
+    _write(writer, 10)
+    entries = _read_all(reader)
+    assert [e.payload for e in entries] == [b"frame %d" % i for i in range(10)]
     assert entries[-1].topic == "elevators/E9/status"
     assert entries[-1].received_at == 1009.0
-    again.settle(e.segment for e in entries)
-    again.close()
-    assert list(tmp_path.glob("*.wal")) == []
-    assert list(Journal(tmp_path).recover()) == []
-
-
-def test_settled_segments_are_deleted_as_the_journal_rotates(tmp_path: Path) -> None:
-    journal = Journal(tmp_path, segment_bytes=200)
-    for _ in range(20):
-        journal.settle(_fill(journal, 5))
-    assert len(list(tmp_path.glob("*.wal"))) == 1  # only the one being written
-    assert journal.unsettled == 0
-    journal.close()
+    assert len({e.segment for e in entries}) > 2
+    reader.settle(e.segment for e in entries)
+    # Every segment read to its end and settled is gone; the one being written stays.
+    assert len(list(tmp_path.glob("*.wal"))) == 1
+    writer.close()
+    reader.close()
     assert list(tmp_path.glob("*.wal")) == []
 
 
-def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    _fill(journal, 3)
-    journal.close()
+def test_unsettled_entries_are_read_again_after_a_restart(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, segment_bytes=200)
+    reader = JournalReader(tmp_path)
+    _write(writer, 10)
+    entries = _read_all(reader)
+    reader.settle(e.segment for e in entries[:4])
+    writer.close()
+    reader.close()
+
+    again = JournalReader(tmp_path)
+    past = again.next_new_segment()
+    new_writer = JournalWriter(tmp_path)
+    _write(new_writer, 2, start=10)
+    replayed = _read_all(again)
+    old = [e for e in replayed if e.segment < past]
+    # Whole segments stay until all of theirs is settled: the last six at least come back.
+    assert [e.payload for e in old][-6:] == [b"frame %d" % i for i in range(4, 10)]
+    assert [e.payload for e in replayed if e.segment >= past] == [b"frame 10", b"frame 11"]
+    new_writer.close()
+
+
+def test_a_record_being_written_waits_for_its_end(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path)
+    reader = JournalReader(tmp_path)
+    _write(writer, 1)
+    writer.close()
     (segment,) = tmp_path.glob("*.wal")
-    data = segment.read_bytes()
-    segment.write_bytes(data[:-4])  # the machine died mid-write of the third
-    assert [e.payload for e in Journal(tmp_path).recover()] == [b"frame 0", b"frame 1"]
+    whole = segment.read_bytes()
+    segment.write_bytes(whole[:-3])  # the writer is mid-write
+    assert reader.read() == []
+    with segment.open("ab") as f:
+        f.write(whole[-3:])
+    assert [e.payload for e in reader.read()] == [b"frame 0"]
+
+
+def test_a_torn_last_record_of_a_dead_run_is_skipped(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path)
+    _write(writer, 3)
+    writer.close()
+    (segment,) = tmp_path.glob("*.wal")
+    segment.write_bytes(segment.read_bytes()[:-4])  # the machine died mid-write
+    reader = JournalReader(tmp_path)
+    JournalWriter(tmp_path).close()  # the next run's receiver starts a newer segment
+    assert [e.payload for e in _read_all(reader)] == [b"frame 0", b"frame 1"]
 
 
 def test_a_crash_without_close_loses_nothing_appended(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    _fill(journal, 5)
+    writer = JournalWriter(tmp_path)
+    _write(writer, 5)
     # No close(): the process died. Each append was one write(2), so the records are there.
-    assert len(list(Journal(tmp_path).recover())) == 5
+    assert len(_read_all(JournalReader(tmp_path))) == 5
