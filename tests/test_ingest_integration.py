@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
+from gateway.journal import JournalReader
 from gateway.store import open_store
 from tests.conftest import Device, Subscriber, VictoriaMetrics, status_frame, wait_for
 
@@ -274,3 +276,36 @@ def test_a_babbling_device_is_rate_limited_and_others_are_not(
         # per refused frame.
         assert {(r["reason"], r["elevator_id"]) for r in records} == {("rate_limited", babbler)}
         assert len(records) <= 1 + (300 - stored) // 10
+
+
+def test_a_stalled_gateway_holds_a_bounded_backlog_and_loses_nothing(
+    gateway_env: dict[str, str], device: Device, vm: VictoriaMetrics, prefix: str, tmp_path: Path
+) -> None:
+    """Above capacity the broker queues: with the gateway stopped (SIGSTOP), what it has taken
+    in (the libmosquitto receiver's journal) stays within the window; resumed, every frame
+    is stored."""
+    eid = f"{prefix}-stall"
+    env = gateway_env | {"GATEWAY_MQTT_RECEIVE_WINDOW": "100"}
+    metrics_url = f"http://127.0.0.1:{env['GATEWAY_HTTP_PORT']}/metrics"
+    gw = _start_gateway(env, tmp_path / "gw.log")
+    try:
+        wait_for(lambda: _metric(metrics_url, "gateway_broker_connected") == 1.0)
+        gw.send_signal(signal.SIGSTOP)  # the gateway; its receiver process runs on
+        for seq in range(10):  # 150 cars: within each car's rate limit
+            for car in range(150):
+                device.publish(f"elevators/{eid}{car}/status", status_frame(f"{eid}{car}", seq))
+        snapshot = tmp_path / "journal-copy"  # paho keeps none: the broker holds it all
+        journal = Path(env["GATEWAY_SPOOL_DIR"]) / "journal"
+        shutil.copytree(journal, snapshot) if journal.exists() else snapshot.mkdir()
+        taken_in = 0
+        reader, batch = JournalReader(snapshot), [None]
+        while batch:
+            batch = reader.read()
+            taken_in += len(batch)
+        assert taken_in <= 100 + 1  # the window, and the one message that found it full
+        gw.send_signal(signal.SIGCONT)
+        wait_for(lambda: vm.count("elevator_status_seq", prefix) == 1500, timeout=60)
+    finally:
+        gw.send_signal(signal.SIGCONT)
+        gw.send_signal(signal.SIGTERM)
+        assert gw.wait(timeout=20) == 0
