@@ -121,32 +121,35 @@ def test_tsdb_down_30s_during_stream_every_frame_once_and_spool_visible(
     fleet = [f"{prefix}-{n}" for n in range(FLEET)]
     trapped = f"{prefix}-trap"
     base = f"http://127.0.0.1:{settings.http_port}"
-    with Gateway(settings) as gw, Stream(broker.url, fleet, RATE) as stream:
+    with Gateway(settings) as gw:
+        # Subscribed first: frames published before the session exists are no one's.
         assert gw.session.wait_connected(10)
-        wait_for(lambda: own_vm.count("elevator_status_seq", prefix) >= RATE)
-        own_vm.stop()
-        down_at = time.monotonic()
-        device.publish(f"elevators/{trapped}/event", event_frame(trapped, 0, "ENTRAPMENT"))
+        stream = Stream(broker.url, fleet, RATE)
+        with stream:
+            wait_for(lambda: own_vm.count("elevator_status_seq", prefix) >= RATE)
+            own_vm.stop()
+            down_at = time.monotonic()
+            device.publish(f"elevators/{trapped}/event", event_frame(trapped, 0, "ENTRAPMENT"))
 
-        def spool_shown() -> bool:
-            health = httpx.get(f"{base}/api/health", timeout=5).json()
-            page = scrape(f"{base}/metrics")
-            return (
-                health["tsdb"] is False
-                and health["spool_points"] > RATE
-                and health["spool_oldest_age_s"] >= 1.0
-                and page.get("gateway_spool_points", 0) > RATE
-                and page.get("gateway_spool_oldest_age_seconds", 0) >= 1.0
-            )
+            def spool_shown() -> bool:
+                health = httpx.get(f"{base}/api/health", timeout=5).json()
+                page = scrape(f"{base}/metrics")
+                return (
+                    health["tsdb"] is False
+                    and health["spool_points"] > RATE
+                    and health["spool_oldest_age_s"] >= 1.0
+                    and page.get("gateway_spool_points", 0) > RATE
+                    and page.get("gateway_spool_oldest_age_seconds", 0) >= 1.0
+                )
 
-        wait_for(spool_shown, timeout=20, interval=0.2)
-        time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))  # the outage itself
-        own_vm.start()
-        wait_for(lambda: gw.spool.depth == 0 and gw.writer.healthy, timeout=30)
-        stream.stop()
-        stored = _stored_exactly_once(own_vm, f"{prefix}-", stream.acked())
-        assert httpx.get(f"{base}/api/health").json()["spool_oldest_age_s"] == 0
-        lost = 1 - _entrapments(settings.store_url, trapped)
+            wait_for(spool_shown, timeout=20, interval=0.2)
+            time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))  # the outage itself
+            own_vm.start()
+            wait_for(lambda: gw.spool.depth == 0 and gw.writer.healthy, timeout=30)
+            stream.stop()
+            stored = _stored_exactly_once(own_vm, f"{prefix}-", stream.acked())
+            assert httpx.get(f"{base}/api/health").json()["spool_oldest_age_s"] == 0
+            lost = 1 - _entrapments(settings.store_url, trapped)
     assert lost == 0
     _report("time-series store stopped 30 s", stream.sent, stored, 0, lost, "no store dedup")
 
@@ -225,23 +228,24 @@ def test_broker_restart_during_stream_reconnects_no_loss_no_duplicate_incident(
     fleet = [f"{prefix}-{n}" for n in range(FLEET)]
     trapped = f"{prefix}-trap"
     stream = Stream(own_broker.url, [*fleet, trapped], RATE, {trapped: TRAPPED})
-    with Gateway(settings, ScaledClock(SPEED)) as gw, stream:
-        assert gw.session.wait_connected(10)
-        wait_for(lambda: _entrapments(settings.store_url, trapped) == 1, timeout=20)
-        own_broker.stop()
-        wait_for(lambda: not gw.session.connected)
-        time.sleep(4)  # the outage
-        own_broker.start()
-        wait_for(lambda: gw.session.connected, timeout=30)
-        resumed = stream.acked_count()
-        wait_for(lambda: stream.acked_count() >= resumed + 2 * RATE, timeout=20)
-        stream.stop()
-        stored = _stored_exactly_once(vm, f"{prefix}-", stream.acked())
-        incidents = [
-            (i.elevator_id, i.kind)
-            for i in gw.store.list_incidents(limit=10_000)
-            if i.elevator_id.startswith(prefix)
-        ]
+    with Gateway(settings, ScaledClock(SPEED)) as gw:
+        assert gw.session.wait_connected(10)  # subscribed before the first frame
+        with stream:
+            wait_for(lambda: _entrapments(settings.store_url, trapped) == 1, timeout=20)
+            own_broker.stop()
+            wait_for(lambda: not gw.session.connected)
+            time.sleep(4)  # the outage
+            own_broker.start()
+            wait_for(lambda: gw.session.connected, timeout=30)
+            resumed = stream.acked_count()
+            wait_for(lambda: stream.acked_count() >= resumed + 2 * RATE, timeout=20)
+            stream.stop()
+            stored = _stored_exactly_once(vm, f"{prefix}-", stream.acked())
+            incidents = [
+                (i.elevator_id, i.kind)
+                for i in gw.store.list_incidents(limit=10_000)
+                if i.elevator_id.startswith(prefix)
+            ]
     # The trapped car's own fault (stopped outside the door zone) is right; an `offline` for
     # every car the gateway could not hear was the defect this test found.
     assert sorted(incidents) == [(trapped, "STOP_OUTSIDE_DOOR_ZONE"), (trapped, "entrapment")]
