@@ -1,8 +1,11 @@
 """The running gateway: builds every part from the settings, starts and stops them in one place.
 
-Threads: the MQTT client's network thread hands messages to a bounded queue; one worker
-thread runs the pipeline, flushes batches and acknowledges; the spool replayer and the HTTP
-server have their own. All domain work happens on the worker thread, so it needs no locks.
+Threads: the MQTT client's network thread (or, with libmosquitto, the journal reader) hands
+messages to a bounded queue; one worker thread runs the pipeline and cuts batches; a writer
+thread writes each batch to the store and then acknowledges it, so frames keep being
+processed (and alerts raised) while a batch is on its way to the store. The spool replayer
+and the HTTP server have their own. All domain work happens on the worker thread, so it
+needs no locks.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class Gateway:
         self.clock = clock or RealClock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.mqtt_receive_window * 2)
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
+        # One batch waiting while one is written: bounded, so a slow store holds the worker.
+        self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._write_thread = threading.Thread(
+            target=self._write_batches, name="writer", daemon=True
+        )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
@@ -124,6 +132,7 @@ class Gateway:
         )
         self.publisher.start()
         self.notifier.start()
+        self._write_thread.start()
         self._worker.start()
         self.session.start()
         self._start_http()
@@ -148,6 +157,7 @@ class Gateway:
         """Process what was received, make it durable, acknowledge it, then disconnect."""
         self._queue.put(_STOP)
         self._worker.join()
+        self._write_thread.join()
         self.session.close()
         if self.partition is not None:
             self.partition.leave()  # the others take our elevators over now, not at expiry
@@ -161,7 +171,7 @@ class Gateway:
         log.info("gateway_stopped")
 
     def health(self) -> dict[str, object]:
-        working = self._worker.is_alive()
+        working = self._worker.is_alive() and self._write_thread.is_alive()
         return {
             "status": "ok" if working else "failing",
             "pipeline": working,
@@ -244,9 +254,10 @@ class Gateway:
             self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
 
     def _work(self) -> None:
-        # Acknowledgements wait for the flush, and the broker sends at most the receive window
-        # unacknowledged: flush at half the window so it keeps sending while we write.
-        batch_size = min(self.settings.batch_size, max(1, self.settings.mqtt_receive_window // 2))
+        # Acknowledgements wait for the write, and the broker sends at most the receive window
+        # unacknowledged: with a batch being written, one waiting and one being cut, a
+        # quarter of the window each keeps it sending meanwhile.
+        batch_size = min(self.settings.batch_size, max(1, self.settings.mqtt_receive_window // 4))
         interval = self.settings.flush_interval_s
         tick_every = self.settings.tick_interval_s
         next_tick = time.monotonic()
@@ -264,6 +275,7 @@ class Gateway:
             if item is _STOP:
                 if self.pipeline.pending:
                     self._flush()
+                self._batches.put(_STOP)
                 return
             if isinstance(item, RawMessage):
                 oldest = oldest or time.monotonic()
@@ -297,18 +309,39 @@ class Gateway:
         log.info("rules_reloaded", rules=len(rules.rules))
 
     def _flush(self) -> None:
+        """Cut a batch and hand it to the writer thread."""
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
         while True:
             try:
-                self.session.ack(self.pipeline.flush())
-                return
+                batch = self.pipeline.take()
+                break
             except Exception:
-                # Neither the store nor the spool took the batch (e.g. disk full): hold it,
-                # unacknowledged, and try again; the broker keeps the rest for us meanwhile.
-                # The clocks of open incidents keep running meanwhile.
+                # The dead letters could not be stored: hold everything, unacknowledged, and
+                # try again; the clocks of open incidents keep running meanwhile.
                 log.exception("flush_failed_retrying")
                 self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)
+        while True:
+            try:
+                self._batches.put(batch, timeout=_RETRY_FLUSH_S)
+                return
+            except queue.Full:
+                self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
+
+    def _write_batches(self) -> None:
+        """The writer thread: each batch durable (store or spool), then acknowledged."""
+        while (batch := self._batches.get()) is not _STOP:
+            points, acks = batch  # type: ignore[misc]
+            while True:
+                try:
+                    self.writer.write(points)
+                    break
+                except Exception:
+                    # Neither the store nor the spool took the batch (e.g. disk full): hold
+                    # it, unacknowledged, and try again; the broker keeps the rest meanwhile.
+                    log.exception("flush_failed_retrying")
+                    time.sleep(_RETRY_FLUSH_S)
+            self.session.ack(acks)
 
     # -- HTTP ------------------------------------------------------------------------------
     def _start_http(self) -> None:

@@ -92,13 +92,19 @@ class Pipeline:
                 log.exception("consumer_failed", elevator_id=result.elevator_id, kind=result.kind)
         self._points.append(to_point(result, self._tags_for(result.elevator_id)))
 
-    def flush(self) -> list[AckToken]:
-        """Make everything processed so far durable; returns the acknowledgements now due."""
-        # On failure everything stays pending (and unacknowledged) for the next attempt.
-        self._writer.write(self._points)
-        self._points = []
+    def take(self) -> tuple[list[Point], list[AckToken]]:
+        """Everything processed so far: the points to write, and the acknowledgements due
+        once they are durable. Rejections are made durable here (on failure nothing is
+        taken, and everything stays pending for the next attempt)."""
         self._deadletter.flush()
-        acks, self._acks = self._acks, []
+        points, acks = self._points, self._acks
+        self._points, self._acks = [], []
+        return points, acks
+
+    def flush(self) -> list[AckToken]:
+        """`take`, and write the points here and now; the acknowledgements now due."""
+        points, acks = self.take()
+        self._writer.write(points)
         return acks
 
     def _within_rate(self, raw: RawMessage, elevator_id: str) -> bool:
