@@ -73,7 +73,7 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
         eid = f"B{n % elevators:06d}"
         last = client.publish(f"elevators/{eid}/status", _frame(eid, n // elevators, ts), qos=1)
         while len(client._out_messages) > 5000:  # keep memory bounded while the broker catches up
-            time.sleep(0.001)
+            time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
     if last is not None:
         last.wait_for_publish(120)
     client.disconnect()
@@ -182,7 +182,7 @@ def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int)
         while written.get() - before < frames and time.perf_counter() < deadline:
             if start is None and gw.pipeline.pending:
                 start = time.perf_counter()
-            time.sleep(0.001)
+            time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
         elapsed = time.perf_counter() - (start or deadline)
         stored = written.get() - before
         sink = gw.writer._sink
