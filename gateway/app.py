@@ -67,6 +67,7 @@ class Gateway:
         self._http_thread: threading.Thread | None = None
         self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
         self._reload_rules = threading.Event()
+        self._stopping = threading.Event()
         self._seen_up_to = self.clock.now()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,7 +156,8 @@ class Gateway:
 
     def stop(self) -> None:
         """Process what was received, make it durable, acknowledge it, then disconnect."""
-        self._queue.put(_STOP)
+        self._queue.put(_STOP)  # after what is queued: that is processed first
+        self._stopping.set()
         self._worker.join()
         self._write_thread.join()
         self.session.close()
@@ -186,8 +188,17 @@ class Gateway:
     def _handoff(self, raw: RawMessage) -> None:
         # Another cluster member's frame is settled here on the network thread: it costs
         # no queue slot and no worker time.
-        if self._takes(raw):
-            self._queue.put(raw)  # blocks when full: backpressure onto the broker, never a drop
+        if not self._takes(raw):
+            return
+        # Blocks while the queue is full: backpressure onto the broker, never a drop. Once
+        # stopping, a message is left unacknowledged instead (the broker or the journal has
+        # it for the next start), so the session's thread can finish.
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(raw, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _owns(self, elevator_id: str) -> bool:
         return self.partition is None or self.partition.owns(elevator_id)
