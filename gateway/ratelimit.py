@@ -2,6 +2,11 @@
 
 A token bucket per elevator: `rate` frames per second sustained, `burst` at once (generous,
 because a device that was offline legitimately sends its backlog when it reconnects).
+
+Held for every elevator of the fleet, so a bucket is one number: the time at which it is full
+again (the generic cell rate algorithm, GCRA). It holds `burst - (full_at - now) * rate`
+tokens; taking one moves `full_at` on by `1 / rate`. A bucket that is full again is the same
+as a missing one.
 """
 
 from __future__ import annotations
@@ -14,29 +19,33 @@ class Decision(NamedTuple):
     first_refusal: bool  # the first refusal of an episode: worth a log line and a record
 
 
+_ALLOWED = Decision(True, False)
+
+
 class RateLimiter:
     def __init__(self, rate: float, burst: float) -> None:
         self._rate = rate
         self._burst = burst
-        self._buckets: dict[str, tuple[float, float, bool]] = {}  # tokens, at, refusing
+        self._interval = 1.0 / rate  # the time one token takes to come back
+        self._full_at: dict[str, float] = {}
+        self._refusing: set[str] = set()  # keys in a refusal episode (few)
 
-    def check(self, elevator_id: str, now_s: float) -> Decision:
-        tokens, at, refusing = self._buckets.get(elevator_id, (self._burst, now_s, False))
-        tokens = min(self._burst, tokens + (now_s - at) * self._rate)
-        if tokens >= 1.0:
-            self._buckets[elevator_id] = (tokens - 1.0, now_s, False)
-            return Decision(True, False)
-        self._buckets[elevator_id] = (tokens, now_s, True)
-        return Decision(False, not refusing)
+    def check(self, key: str, now_s: float) -> Decision:
+        full_at = max(self._full_at.get(key, now_s), now_s)
+        if self._burst - (full_at - now_s) * self._rate >= 1.0:
+            self._full_at[key] = full_at + self._interval
+            if self._refusing:
+                self._refusing.discard(key)
+            return _ALLOWED
+        first = key not in self._refusing
+        self._refusing.add(key)
+        return Decision(False, first)
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._full_at)
 
     def forget_full(self, now_s: float) -> None:
         """Drop the buckets that have refilled: a full bucket acts as a missing one, so this
         bounds memory (e.g. one bucket per client address) without changing any decision."""
-        self._buckets = {
-            key: bucket
-            for key, bucket in self._buckets.items()
-            if bucket[0] + (now_s - bucket[1]) * self._rate < self._burst
-        }
+        self._full_at = {key: at for key, at in self._full_at.items() if at > now_s}
+        self._refusing &= self._full_at.keys()
