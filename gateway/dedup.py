@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 WINDOW: Final = 256
+_MASK: Final = (1 << WINDOW) - 1
 
 
 class Verdict(NamedTuple):
@@ -18,48 +19,54 @@ class Verdict(NamedTuple):
     gap: int  # frames skipped between the previous highest seq and this one (0 if none)
 
 
-class _Boot:
-    __slots__ = ("boot", "high", "seen")
+_NEW: Final = Verdict(True, 0)
+_SEEN: Final = Verdict(False, 0)
 
-    def __init__(self, boot: int, seq: int) -> None:
+
+class _Boot:
+    """One boot of one elevator; the current boot holds the one before it, if any."""
+
+    __slots__ = ("boot", "high", "previous", "seen")
+
+    def __init__(self, boot: int, seq: int, previous: _Boot | None = None) -> None:
         self.boot = boot
         self.high = seq
         self.seen = 1  # bit i set: seq (high - i) was seen
+        self.previous = previous
 
     def check(self, seq: int) -> Verdict:
         if seq > self.high:
             shift = seq - self.high
-            gap = shift - 1
-            self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1)
+            self.seen = ((self.seen << shift) | 1) & _MASK
             self.high = seq
-            return Verdict(True, gap)
+            return Verdict(True, shift - 1) if shift > 1 else _NEW
         back = self.high - seq
         if back >= WINDOW:
-            return Verdict(True, 0)
+            return _NEW
         bit = 1 << back
         if self.seen & bit:
-            return Verdict(False, 0)
+            return _SEEN
         self.seen |= bit
-        return Verdict(True, 0)
+        return _NEW
 
 
 class Dedup:
     def __init__(self) -> None:
-        # elevator_id -> (current boot, previous boot or None)
-        self._boots: dict[str, tuple[_Boot, _Boot | None]] = {}
+        self._boots: dict[str, _Boot] = {}  # elevator_id -> its current boot
 
     def __len__(self) -> int:
         return len(self._boots)
 
     def check(self, elevator_id: str, boot: int, seq: int) -> Verdict:
-        known = self._boots.get(elevator_id)
-        if known is None:
-            self._boots[elevator_id] = (_Boot(boot, seq), None)
-            return Verdict(True, 0)
-        current, previous = known
+        current = self._boots.get(elevator_id)
+        if current is None:
+            self._boots[elevator_id] = _Boot(boot, seq)
+            return _NEW
         if boot == current.boot:
             return current.check(seq)
+        previous = current.previous
         if previous is not None and boot == previous.boot:
             return previous.check(seq)  # a late frame from before a reboot
-        self._boots[elevator_id] = (_Boot(boot, seq), current)
-        return Verdict(True, 0)
+        current.previous = None  # two boots are kept: the new one and this one
+        self._boots[elevator_id] = _Boot(boot, seq, current)
+        return _NEW
