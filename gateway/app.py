@@ -324,11 +324,13 @@ class Gateway:
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
         while True:
             try:
+                self.incidents.flush_frames()
                 batch = self.pipeline.take()
                 break
             except Exception:
-                # The dead letters could not be stored: hold everything, unacknowledged, and
-                # try again; the clocks of open incidents keep running meanwhile.
+                # The dead letters or the incidents' frames could not be stored: hold
+                # everything, unacknowledged, and try again; the clocks of open incidents
+                # keep running meanwhile.
                 log.exception("flush_failed_retrying")
                 self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)

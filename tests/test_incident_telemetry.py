@@ -89,6 +89,11 @@ def test_crew_seen_in_telemetry_then_release_from_telemetry(
             incident["arrived_at"]
         )
         assert any(e["by"] == "telemetry" for e in incident["timeline"])
+        # The black box keeps what the car sent while the incident was open (seq 4 and 5),
+        # after the four frames from before it.
+        wait_for(lambda: len(gw.store.incident_frames(incident_id)) == 6)
+        seqs = [json.loads(f["body"])["seq"] for f in gw.store.incident_frames(incident_id)]
+        assert seqs[-2:] == [4, 5]
 
         # The crew's own report comes later, with an earlier time: both kinds are named.
         earlier = datetime.fromisoformat(incident["opened_at"]).isoformat()

@@ -70,6 +70,9 @@ class IncidentService:
         self._on_change = on_change  # e.g. the `incident` time series
         self._lock = threading.RLock()
         self._blackbox = BlackBox()
+        # Frames of elevators with an open incident, for its black box: written once per
+        # batch (`flush_frames`), not one transaction per frame.
+        self._frame_rows: list[dict[str, Any]] = []
         # Elevators with an open incident, so most frames cost no database query.
         self._open_elevators = {
             i.elevator_id for i in store.list_incidents(state="open", limit=100_000)
@@ -82,6 +85,17 @@ class IncidentService:
         if frame.elevator_id in self._open_elevators:
             with self._lock:
                 self._telemetry_on_open(frame)
+
+    def flush_frames(self) -> None:
+        """Write the open incidents' frames gathered since the last call (the pipeline calls
+        this before acknowledging the batch those frames came in)."""
+        with self._lock:
+            rows, self._frame_rows = self._frame_rows, []
+            try:
+                self._store.add_incident_frames(rows)
+            except Exception:
+                self._frame_rows = rows + self._frame_rows  # kept for the next attempt
+                raise
 
     def last_frame(self, elevator_id: str) -> dict[str, Any] | None:
         return self._blackbox.last(elevator_id)
@@ -355,10 +369,10 @@ class IncidentService:
         if not incidents:  # closed elsewhere (another gateway or API instance)
             self._forget_if_none_open(frame.elevator_id)
             return
-        self._store.add_incident_frames([
+        self._frame_rows += [
             self._frame_row(i.id, {"received_at": frame.received_at, "kind": frame.kind,
                                    "body": _body(frame)}) for i in incidents
-        ])  # fmt: skip
+        ]  # fmt: skip
         body, at = frame.body, frame.received_at
         crew_seen = (isinstance(body, StatusBody) and body.mode in _CREW_MODES) or (
             isinstance(body, EventBody) and body.code == "CREW_ON_SITE" and body.state == "raised"
