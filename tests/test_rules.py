@@ -145,7 +145,7 @@ def test_the_heap_holds_one_silence_timer_per_elevator() -> None:
     engine = RuleEngine(RULES)
     for i in range(1000):
         engine.observe(status(), at(i * 0.01))
-    assert len(engine._heap) == 1
+    assert len(engine._silent) == 1
 
 
 # -- signal hygiene -----------------------------------------------------------------------

@@ -5,16 +5,17 @@ Per elevator and rule an episode runs idle -> pending (condition holds, waiting 
 `clear` alert). A condition that breaks while pending resets the hold; a clear signal that
 breaks while clearing keeps the episode firing, so a flapping signal alerts once.
 
-Deadlines (holds, clear holds, silence) sit in one heap, so `tick` costs only what is due,
-however many elevators are tracked. Times are float epoch seconds inside.
+Deadlines sit in two heaps, popped together in (deadline, order set) order: holds and clear
+holds as tuples, and each car's silence timer in the car itself (every car has one, so it
+costs no object of its own). `tick` costs only what is due, however many elevators are
+tracked. Times are float epoch seconds inside.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -26,6 +27,7 @@ from gateway.rules.spec import Rule, RuleSet
 _CLASS_BITS: Final = {"entrapment": 1, "accident": 2, "fault": 4, "event": 8}
 _PENDING, _FIRING, _CLEARING = 0, 1, 2
 _NEVER: Final = float("-inf")
+_INF: Final = float("inf")
 _CYCLE_WINDOW_S: Final = 60.0
 _CYCLE_SLOTS: Final = 16  # door openings remembered: door_cycles_60s counts up to this
 SITE_RULE: Final = "site_power_cut"
@@ -105,13 +107,23 @@ class _Episode:
         self.muted = False  # its fire was covered by a site alert: its clear is too
 
 
+_FLOATS: dict[float, float] = {}
+_FLOATS_KEPT: Final = 4096
+
+
+def _shared(x: float) -> float:
+    """One float object per value (speeds and loads repeat across the fleet), so a car does
+    not keep the one its frame came with; up to _FLOATS_KEPT distinct values."""
+    if len(_FLOATS) < _FLOATS_KEPT:
+        return _FLOATS.setdefault(x, x)
+    return _FLOATS.get(x, x)
+
+
 class _Car:
     """What the engine knows of one elevator; the attributes conditions read."""
 
     __slots__ = (
         *_STATUS_FIELDS,
-        "code",
-        "cycles_expire_at",
         "door_cycles_60s",
         "door_moved",
         "door_opens",
@@ -122,11 +134,13 @@ class _Car:
         "occupied_latched",
         "online",
         "power_site",
-        "silence_queued",
+        "silence_at",
+        "silence_seq",
         "since_moving_s",
-        "state",
         "status_seen",
     )
+    code = ""  # the event being evaluated: only on an _EventView
+    state = ""
 
     def __init__(self, elevator_id: str) -> None:
         self.elevator_id = elevator_id
@@ -147,23 +161,23 @@ class _Car:
         self.occupied_latched = False
         self.door_moved = False  # the door has moved since a passenger was seen behind it
         self.online = False
-        self.since_moving_s = float("inf")
+        self.since_moving_s = _INF
         self.moving_at = _NEVER
         self.door_cycles_60s = 0
-        self.door_opens: array[float] | None = None
-        self.cycles_expire_at = float("inf")
-        self.code = ""
-        self.state = ""
+        # The openings counted in door_cycles_60s, oldest first; None while there are none.
+        self.door_opens: tuple[float, ...] | None = None
         self.last_seen = _NEVER
-        self.silence_queued = False
+        # Its silence timer, in RuleEngine._silent while set (silence_at < inf).
+        self.silence_at = _INF
+        self.silence_seq = 0
         self.power_site: str | None = None  # the site it counts towards while off mains
         self.episodes: dict[str, _Episode] | None = None  # only while a rule is not idle
 
     def apply_status(self, b: StatusBody, t: float) -> None:
         door_before = self.door
         self.floor, self.moving, self.direction = b.floor, b.moving, b.direction
-        self.speed_mps, self.door, self.door_zone = b.speed_mps, b.door, b.door_zone
-        self.occupied, self.load_pct, self.mode = b.occupied, b.load_pct, b.mode
+        self.speed_mps, self.door, self.door_zone = _shared(b.speed_mps), b.door, b.door_zone
+        self.occupied, self.load_pct, self.mode = b.occupied, _shared(b.load_pct), b.mode
         self.alarm_button, self.power, self.safety_circuit = (
             b.alarm_button,
             b.power,
@@ -182,23 +196,40 @@ class _Car:
             self.occupied_latched = False
         if b.moving:
             self.moving_at = t
-        self.since_moving_s = t - self.moving_at
-        if b.door == "open" and door_before != "open":
-            self._count_opening(t)
-        elif t >= self.cycles_expire_at:
-            self._recount_cycles(t)
-
-    def _count_opening(self, t: float) -> None:
+            self.since_moving_s = 0.0  # a shared constant, not a new float per car
+        else:
+            self.since_moving_s = t - self.moving_at
         opens = self.door_opens
-        if opens is None:
-            opens = self.door_opens = array("d", [_NEVER] * _CYCLE_SLOTS)
-        opens[min(range(_CYCLE_SLOTS), key=opens.__getitem__)] = t  # overwrite the oldest
-        self._recount_cycles(t)
+        if b.door == "open" and door_before != "open":
+            # The oldest of more than _CYCLE_SLOTS is forgotten.
+            self._recount_cycles(t, sorted((*(opens or ()), t))[-_CYCLE_SLOTS:])
+        elif opens is not None and t >= opens[0] + _CYCLE_WINDOW_S:
+            self._recount_cycles(t, opens)
 
-    def _recount_cycles(self, t: float) -> None:
-        recent = [x for x in self.door_opens or () if x > t - _CYCLE_WINDOW_S]
+    def timer(self) -> tuple[float, int]:
+        """Its silence timer as (deadline, seq), the order of RuleEngine's timers."""
+        return self.silence_at, self.silence_seq
+
+    def __lt__(self, other: _Car) -> bool:
+        return self.timer() < other.timer()
+
+    def _recount_cycles(self, t: float, opens: Sequence[float]) -> None:
+        recent = tuple(x for x in opens if x > t - _CYCLE_WINDOW_S)
         self.door_cycles_60s = len(recent)
-        self.cycles_expire_at = min(recent) + _CYCLE_WINDOW_S if recent else float("inf")
+        self.door_opens = recent or None
+
+
+class _EventView:
+    """A car as event rules see it: the car, and the event's `code` and `state` (a car itself
+    has none: "" outside events)."""
+
+    __slots__ = ("_car", "code", "state")
+
+    def __init__(self, car: _Car, code: str, state: str) -> None:
+        self._car, self.code, self.state = car, code, state
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._car, name)
 
 
 class _Site:
@@ -220,8 +251,8 @@ class RuleEngine:
         self._site_of = site_of
         self._cars: dict[str, _Car] = {}
         self._sites: dict[str, _Site] = {}
-        # (deadline, seq, elevator_id, rule id or "" for the silence check)
-        self._heap: list[tuple[float, int, str, str]] = []
+        self._heap: list[tuple[float, int, str, str]] = []  # (deadline, seq, car id, rule id)
+        self._silent: list[_Car] = []  # cars by silence timer
         self._seq = itertools.count()
         self._heard_all_at = _NEVER  # see `resume`
         self._load(rules)
@@ -259,7 +290,8 @@ class RuleEngine:
         out: list[Alert] = []
         # What fell due before this frame happened first, on every car: a site's grouping
         # must not depend on how often `tick` is called.
-        if self._heap and self._heap[0][0] <= t:
+        heap, silent = self._heap, self._silent
+        if (heap and heap[0][0] <= t) or (silent and silent[0].silence_at <= t):
             self._run_due(t, out)
         car = self._cars.get(frame.elevator_id)
         if car is None:
@@ -295,37 +327,43 @@ class RuleEngine:
         self._heard_all_at = max(self._heard_all_at, now.timestamp())
 
     def _run_due(self, t: float, out: list[Alert]) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= t:
-            deadline, _, elevator_id, rule_id = heapq.heappop(heap)
-            car = self._cars[elevator_id]  # cars are never forgotten
-            if rule_id:
-                self._expire(car, rule_id, deadline, out)
+        heap, silent = self._heap, self._silent
+        while True:
+            hold_due = heap and heap[0][0] <= t
+            silence_due = silent and silent[0].silence_at <= t
+            if silence_due and not (hold_due and heap[0][:2] < silent[0].timer()):
+                self._silence_due(heapq.heappop(silent), out)
+            elif hold_due:
+                deadline, _, elevator_id, rule_id = heapq.heappop(heap)
+                self._expire(self._cars[elevator_id], rule_id, deadline, out)
             else:
-                self._silence_due(car, deadline, out)
+                return
 
     # -- time ------------------------------------------------------------------------------
     def _push(self, deadline: float, elevator_id: str, rule_id: str) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), elevator_id, rule_id))
 
-    def _silence_due(self, car: _Car, deadline: float, out: list[Alert]) -> None:
+    def _set_silence_timer(self, car: _Car, deadline: float) -> None:
+        car.silence_at, car.silence_seq = deadline, next(self._seq)
+        heapq.heappush(self._silent, car)
+
+    def _silence_due(self, car: _Car, out: list[Alert]) -> None:
         """A silence timer popped; the car may have been heard from since it was set."""
+        deadline, car.silence_at = car.silence_at, _INF
         silent_at = max(car.last_seen, self._heard_all_at) + self._silence
         if not car.online:
-            car.silence_queued = False
-        elif silent_at > deadline:
-            self._push(silent_at, car.elevator_id, "")  # later, in time order
+            return
+        if silent_at > deadline:
+            self._set_silence_timer(car, silent_at)  # later, in time order
         else:
-            car.silence_queued = False
             self._set_online(car, False, silent_at, out)
 
     def _seen(self, car: _Car, t: float, out: list[Alert]) -> None:
         car.last_seen = t
         if not car.online:
             self._set_online(car, True, t, out)
-        if not car.silence_queued:
-            car.silence_queued = True
-            self._push(t + self._silence, car.elevator_id, "")
+        if car.silence_at == _INF:
+            self._set_silence_timer(car, t + self._silence)
 
     def _set_online(self, car: _Car, online: bool, t: float, out: list[Alert]) -> None:
         if car.online == online:
@@ -376,11 +414,11 @@ class RuleEngine:
             self._clear_signal(car, c, ep, not level, t, out)
 
     def _event(self, car: _Car, body: EventBody, t: float, out: list[Alert]) -> None:
-        car.code, car.state = body.code, body.state
-        mask = self._mute_mask(car)
+        view = _EventView(car, body.code, body.state)
+        mask = self._mute_mask(view)
         for c in (*self._event_by_code.get(body.code, ()), *self._event_any):
             ep = car.episodes.get(c.id) if car.episodes else None
-            if not (c.bit & mask) and c.cond(car):
+            if not (c.bit & mask) and c.cond(view):
                 if ep is None:
                     self._start(car, c, t, out)
                 elif ep.phase == _CLEARING and c.on_cleared:
@@ -390,7 +428,6 @@ class RuleEngine:
                     self._drop(car, c.id)  # raised and cleared within the hold: chatter
                 else:
                     self._clear_signal(car, c, ep, True, t, out)
-        car.code = car.state = ""
 
     def _explicit_clears(self, car: _Car, t: float, out: list[Alert]) -> None:
         for rule_id, ep in list((car.episodes or {}).items()):
@@ -455,7 +492,7 @@ class RuleEngine:
                       _at(t), ep.group)
             )  # fmt: skip
 
-    def _mute_mask(self, car: _Car) -> int:
+    def _mute_mask(self, car: _Car | _EventView) -> int:
         mask = 0
         for fn, bits in self._mutes:
             if fn(car):
