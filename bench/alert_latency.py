@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from scaleout import _accepted  # noqa: E402 - the /metrics reader of bench/scaleout
-from throughput import _create_session, _publish_share  # noqa: E402 - its load and session
+from throughput import _create_session, queue_frames  # noqa: E402 - its load and session
 
 from gateway.rules import load_rules  # noqa: E402
 from gateway.settings import PACKAGED_RULES_DIR, Settings  # noqa: E402
@@ -277,17 +277,7 @@ def main() -> int:
     try:
         # 1. Capacity: drain a queued backlog.
         _create_session(broker.port, _CLIENT_ID)
-        loaders = [
-            multiprocessing.Process(
-                target=_publish_share,
-                args=(broker.port, w, args.publishers, args.frames, args.elevators),
-            )
-            for w in range(args.publishers)
-        ]
-        for p in loaders:
-            p.start()
-        for p in loaders:
-            p.join()
+        queue_frames(broker.port, args.frames, args.elevators, args.publishers)
         gateway = start_gateway(env, work / "gateway.log")
         capacity = _measure_capacity(env, args.frames)
         print(

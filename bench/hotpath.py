@@ -37,6 +37,8 @@ from gateway.tsdb import DurableWriter
 
 
 class _Discard:
+    """Telemetry is not what is measured here: drop it."""
+
     def write(self, points: list[Point]) -> None:
         pass
 
@@ -62,7 +64,7 @@ def _messages(frames: int, elevators: int, now: datetime) -> list[RawMessage]:
     return out
 
 
-def _pipeline(work: Path, now: datetime) -> Pipeline:
+def build_pipeline(work: Path, now: datetime) -> Pipeline:
     """Assembled as gateway.app assembles it: black box first, then the rules."""
     store = open_store(f"sqlite:///{work / 'g.db'}")
     writer = DurableWriter(_Discard(), Spool(work / "spool", 1 << 30), FixedClock(now))
@@ -101,7 +103,7 @@ def main() -> None:
 
     now = datetime.now(UTC)
     messages = _messages(args.frames, args.elevators, now)
-    pipeline = _pipeline(Path(tempfile.mkdtemp(prefix="bench-hot-")), now)
+    pipeline = build_pipeline(Path(tempfile.mkdtemp(prefix="bench-hot-")), now)
 
     start = time.process_time()
     for raw in messages:

@@ -19,26 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import logs
-from gateway.clock import FixedClock
-from gateway.deadletter import DeadLetter
-from gateway.incidents.service import IncidentService, Policy
-from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, RawMessage
-from gateway.pipeline import Pipeline
-from gateway.rules import RuleEngine, load_rules
-from gateway.spool import Point, Spool
-from gateway.store import open_store
-from gateway.tsdb import DurableWriter
 
-
-class _Discard:
-    """Telemetry is not what is measured here: drop it."""
-
-    def write(self, points: list[Point]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hotpath import build_pipeline
 
 
 def _rss_kib() -> int:
@@ -58,20 +42,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-mem-"))
     now = datetime.now(UTC)
-    store = open_store(f"sqlite:///{work / 'g.db'}")
-    writer = DurableWriter(_Discard(), Spool(work / "spool", 1 << 30), FixedClock(now))
-    incidents = IncidentService(store, Policy(Limits(1800, 1200, 180)))
-    engine = RuleEngine(load_rules())
-
-    def detect(frame: object) -> None:
-        for alert in engine.observe(frame, now):  # type: ignore[arg-type]
-            incidents.on_alert(alert)
-
-    pipeline = Pipeline(
-        writer,
-        DeadLetter(store, lambda _t, _p: None, 100, 65536),
-        consumers=[incidents.on_frame, detect],
-    )
+    pipeline = build_pipeline(work, now)
     ts = now.isoformat()
     gc.collect()
     baseline = _rss_kib()
@@ -99,7 +70,6 @@ def main() -> None:
         f"RSS added by {args.elevators:,} elevators: {used / 1024:.1f} MiB "
         f"= {used * 1024 / args.elevators:.0f} bytes per elevator (target <= 1024)"
     )
-    writer.close()
 
 
 if __name__ == "__main__":

@@ -80,6 +80,20 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
     client.loop_stop()
 
 
+def queue_frames(port: int, frames: int, elevators: int, publishers: int) -> None:
+    """Publish `frames` status frames of `elevators` cars from `publishers` processes."""
+    procs = [
+        multiprocessing.Process(
+            target=_publish_share, args=(port, w, publishers, frames, elevators)
+        )
+        for w in range(publishers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+
+
 def _session(port: int, client_id: str, manual_ack: bool) -> paho.Client:
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
@@ -107,55 +121,50 @@ def _create_session(port: int, client_id: str) -> None:
     client.loop_stop()
 
 
+class _Count:
+    """A subscriber's message callback that counts to `frames`, timing from the first."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.count = 0
+        self.start = 0.0
+        self.done = threading.Event()
+
+    def __call__(self, *_args: object) -> None:
+        if self.count == 0:
+            self.start = time.perf_counter()
+        self.count += 1
+        if self.count == self.frames:
+            self.done.set()
+
+    def rate(self) -> float:
+        self.done.wait(600)
+        return self.frames / (time.perf_counter() - self.start)
+
+
 def _baseline_libmosquitto(port: int, client_id: str, frames: int) -> float:
     """A bare libmosquitto subscriber (its own network thread): count, and it acknowledges."""
     from pymosquitto.client import Mosquitto
 
     client = Mosquitto(client_id=client_id, clean_start=False, protocol=5)
-    count = 0
-    done = threading.Event()
-    start = 0.0
-
-    def on_message(_c: object, _u: object, _m: object) -> None:
-        nonlocal count, start
-        if count == 0:
-            start = time.perf_counter()
-        count += 1
-        if count == frames:
-            done.set()
-
-    client.on_message = on_message
+    client.on_message = count = _Count(frames)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    done.wait(600)
-    elapsed = time.perf_counter() - start
+    rate = count.rate()
     client.disconnect()
     client.loop_stop(False)
-    return frames / elapsed
+    return rate
 
 
 def _baseline_paho(port: int, client_id: str, frames: int) -> float:
     """A bare paho subscriber: count and acknowledge (after the callback, manual_ack off)."""
     client = _session(port, client_id, manual_ack=False)
-    count = 0
-    done = threading.Event()
-    start = 0.0
-
-    def on_message(_c: object, _u: object, _m: object) -> None:
-        nonlocal count, start
-        if count == 0:
-            start = time.perf_counter()
-        count += 1
-        if count == frames:
-            done.set()
-
-    client.on_message = on_message
+    client.on_message = count = _Count(frames)
     client.loop_start()
-    done.wait(600)
-    elapsed = time.perf_counter() - start
+    rate = count.rate()
     client.disconnect()
     client.loop_stop()
-    return frames / elapsed
+    return rate
 
 
 BASELINES = {"paho": _baseline_paho, "libmosquitto": _baseline_libmosquitto}
@@ -222,17 +231,7 @@ def main() -> None:
         for cid in sessions:
             _create_session(broker.port, cid)
         t0 = time.perf_counter()
-        procs = [
-            multiprocessing.Process(
-                target=_publish_share,
-                args=(broker.port, w, args.publishers, args.frames, args.elevators),
-            )
-            for w in range(args.publishers)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        queue_frames(broker.port, args.frames, args.elevators, args.publishers)
         took = time.perf_counter() - t0
         print(f"queued {args.frames} frames for {len(sessions)} sessions in {took:.1f} s")
 
