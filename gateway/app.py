@@ -354,7 +354,12 @@ class Gateway:
                     # it, unacknowledged, and try again; the broker keeps the rest meanwhile.
                     log.exception("flush_failed_retrying")
                     time.sleep(_RETRY_FLUSH_S)
-            self.session.ack(acks)
+            try:
+                self.session.ack(acks)
+            except Exception:
+                # Unacknowledged, the frames come again (broker or journal): stored twice
+                # at worst, never lost; the writer goes on.
+                log.exception("ack_failed")
 
     # -- HTTP ------------------------------------------------------------------------------
     def _start_http(self) -> None:

@@ -24,6 +24,17 @@ class Clock(Protocol):
         ...
 
 
+def wall_time() -> float:
+    """Unix seconds, for a moment recorded where no `Clock` is (the MQTT receiver process);
+    `at_wall` maps it onto a clock."""
+    return time.time()
+
+
+def at_wall(clock: Clock, wall: float) -> datetime:
+    """`clock`'s time at the Unix wall time `wall`: its now, less the wall time since."""
+    return clock.now() - timedelta(seconds=max(0.0, time.time() - wall))
+
+
 class RealClock:
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,9 @@ from pymosquitto.client import Mosquitto, MosquittoError, PropertyFactory
 from pymosquitto.constants import LIBMOSQ_PATH, MQTT5PropertyID, ProtocolVersion
 
 from gateway import logs, metrics
-from gateway.clock import Clock
+from gateway.clock import Clock, at_wall, wall_time
 from gateway.ingest import SUBSCRIPTIONS, AckToken, BrokerAddress, RawMessage, TlsFiles
-from gateway.journal import JournalReader, JournalWriter
+from gateway.journal import Entry, JournalReader, JournalWriter
 
 log = structlog.get_logger(__name__)
 
@@ -125,11 +125,13 @@ class LibmosquittoSession:
         self._reader = JournalReader(config.journal_dir)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-reader", daemon=True)
-        self._recovering_below = 0  # segments of a previous run: their receipt time is kept
+        self._recovering_below = 0  # segments below are a previous run's
 
     @property
     def connected(self) -> bool:
-        return bool(self._connected.value)
+        # A dead receiver or reader hears nothing, whatever the flag it left behind says.
+        alive = self._process.is_alive() and self._thread.is_alive()
+        return alive and bool(self._connected.value)
 
     def start(self) -> None:
         self._recovering_below = self._reader.next_new_segment()
@@ -164,10 +166,10 @@ class LibmosquittoSession:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            metrics.BROKER_UP.set(self._connected.value)
+            metrics.BROKER_UP.set(self.connected)
             try:
                 entries = self._reader.read()
-            except OSError:
+            except Exception:
                 log.exception("journal_read_failed_retrying")
                 self._stopping.wait(_RETRY_S)
                 continue
@@ -177,13 +179,10 @@ class LibmosquittoSession:
                     self._stopping.wait(_RETRY_S)
                 self._stopping.wait(_IDLE_S)
                 continue
-            now = self._clock.now()
+            new = 0
             for entry in entries:
-                received_at = (
-                    datetime.fromtimestamp(entry.received_at, UTC)
-                    if entry.segment < self._recovering_below
-                    else now
-                )
+                received_at = self._received_at(entry)
+                new += entry.segment >= self._recovering_below
                 ack = AckToken(entry.segment, 1)
                 raw = RawMessage(entry.topic, entry.payload, received_at, ack)
                 try:
@@ -192,7 +191,17 @@ class LibmosquittoSession:
                     # A bug must not stop the reader; the entry stays in the journal and is
                     # read again at the next start.
                     log.exception("ingest_handoff_failed", topic=raw.topic)
-            self._read.value += len(entries)
+            self._read.value += new  # this run's only: the receiver counts what it wrote
+
+    def _received_at(self, entry: Entry) -> datetime:
+        """This run's entries are read within moments of arrival: the clock's now, one
+        reading each. A previous run's: when they arrived, mapped onto the clock."""
+        if entry.segment >= self._recovering_below:
+            return self._clock.now()
+        try:
+            return at_wall(self._clock, entry.received_at)
+        except (OverflowError, ValueError):
+            return self._clock.now()  # a corrupt time: now is the best guess
 
 
 def receive(config: ReceiverConfig, connected: Any, read: Any) -> None:
@@ -220,6 +229,7 @@ class _Receiver:
         self._stopping = threading.Event()
         self._suback_pending = 0
         self._burst = 0  # messages handled in the current loop call
+        self._abandoned = False  # a message could not be journaled: no clean disconnect
         self._client = _client(self._address, config.client_id, config.tls)
         # Kept referenced: libmosquitto holds only the C pointers.
         self._callbacks = []
@@ -259,7 +269,7 @@ class _Receiver:
                 if not self._stopping.is_set():
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
-        if linked:
+        if linked and not self._abandoned:
             with contextlib.suppress(MosquittoError):
                 self._client.disconnect()
                 _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)  # send the DISCONNECT
@@ -316,11 +326,15 @@ class _Receiver:
         # (Held long enough, the broker drops the connection and redelivers it instead.)
         while True:
             try:
-                self._journal.append(msg.topic, payload, time.time())
+                self._journal.append(msg.topic, payload, wall_time())
                 break
             except OSError:
                 log.exception("journal_append_failed_retrying")
-                self._stopping.wait(_RETRY_S)
+                if self._stopping.wait(_RETRY_S):
+                    # Unjournaled: leave without writing another packet (its PUBACK is
+                    # queued), so the broker sees the connection drop and delivers it again.
+                    self._abandoned = True
+                    return
         self._written += 1
         # Backpressure: while the gateway lags, hold the loop, so the broker queues for us.
         while self._written - self._read.value > self._config.backlog:

@@ -39,7 +39,7 @@ class Entry(NamedTuple):
 
 
 def _segments(directory: Path) -> list[int]:
-    return sorted(int(p.stem) for p in directory.glob("*" + _SUFFIX))
+    return sorted(int(p.stem) for p in directory.glob("*" + _SUFFIX) if p.stem.isdigit())
 
 
 def _path(directory: Path, segment: int) -> Path:
@@ -75,13 +75,19 @@ class JournalWriter:
         record = _HEADER.pack(len(topic), len(payload), received_at) + topic + payload
         with self._lock:
             if self._size >= self._segment_bytes:
-                # The reader takes a newer segment as the end of this one: finish it first.
+                # The reader takes a newer segment as the end of this one: finish it first,
+                # and open the next before letting go of it (a failed open changes nothing).
                 os.fsync(self._fd)
+                fd = self._open(self._segment + 1)
                 os.close(self._fd)
-                self._segment += 1
-                self._fd = self._open(self._segment)
-                self._size = 0
-            os.write(self._fd, record)
+                self._fd, self._segment, self._size = fd, self._segment + 1, 0
+            try:
+                written = os.write(self._fd, record)
+                while written < len(record):  # short write (disk full): finish or fail
+                    written += os.write(self._fd, record[written:])
+            except OSError:
+                os.ftruncate(self._fd, self._size)  # no half record: the caller retries it
+                raise
             self._size += len(record)
             self._dirty = True
 
@@ -94,15 +100,19 @@ class JournalWriter:
 
     def _sync_loop(self) -> None:
         while not self._closed.wait(self._fsync_interval_s):
-            with self._lock:
-                if not self._dirty:
-                    continue
-                self._dirty = False
-                fd = os.dup(self._fd)  # fsync outside the lock: appends go on meanwhile
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                with self._lock:
+                    if not self._dirty:
+                        continue
+                    self._dirty = False
+                    fd = os.dup(self._fd)  # fsync outside the lock: appends go on meanwhile
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                self._dirty = True
+                log.exception("journal_fsync_failed_retrying")
 
     def _open(self, segment: int) -> int:
         fd = os.open(_path(self._dir, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -135,12 +145,13 @@ class JournalReader:
         while self._file is not None or self._open_next():
             assert self._file is not None
             entries = self._parse(self._file.read(_READ_CHUNK))
-            if entries or self._pending or not self._has_newer():
+            if entries or not self._has_newer():
                 return entries
             # A newer segment means this one is complete: read what came before it, go on.
             entries = self._parse(self._file.read())
-            if self._pending:
+            if self._pending:  # the machine died mid-write: never acknowledged
                 log.warning("journal_torn_record", segment=self._segment)
+                self._pending = b""
             self._finish()
             if entries:
                 return entries
@@ -182,8 +193,8 @@ class JournalReader:
         later = [s for s in _segments(self._dir) if s > after]
         if not later:
             return False
+        self._file = open(_path(self._dir, later[0]), "rb")  # noqa: SIM115 - kept open
         self._segment = later[0]
-        self._file = open(_path(self._dir, self._segment), "rb")  # noqa: SIM115 - kept open
         self._pending = b""
         with self._lock:
             self._unsettled.setdefault(self._segment, 0)

@@ -81,8 +81,11 @@ def test_a_torn_last_record_of_a_dead_run_is_skipped(tmp_path: Path) -> None:
     (segment,) = tmp_path.glob("*.wal")
     segment.write_bytes(segment.read_bytes()[:-4])  # the machine died mid-write
     reader = JournalReader(tmp_path)
-    JournalWriter(tmp_path).close()  # the next run's receiver starts a newer segment
-    assert [e.payload for e in _read_all(reader)] == [b"frame 0", b"frame 1"]
+    next_run = JournalWriter(tmp_path)  # the next run's receiver starts a newer segment
+    _write(next_run, 2, start=10)
+    payloads = [e.payload for e in _read_all(reader)]
+    assert payloads == [b"frame 0", b"frame 1", b"frame 10", b"frame 11"]
+    next_run.close()
 
 
 def test_a_crash_without_close_loses_nothing_appended(tmp_path: Path) -> None:

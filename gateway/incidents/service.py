@@ -94,8 +94,13 @@ class IncidentService:
             try:
                 self._store.add_incident_frames(rows)
             except Exception:
-                self._frame_rows = rows + self._frame_rows  # kept for the next attempt
-                raise
+                # One by one, so a row the store refuses costs only itself (logged), as it
+                # did when each frame was written on its own.
+                for row in rows:
+                    try:
+                        self._store.add_incident_frames([row])
+                    except Exception:
+                        log.exception("incident_frame_not_stored", incident_id=row["incident_id"])
 
     def last_frame(self, elevator_id: str) -> dict[str, Any] | None:
         return self._blackbox.last(elevator_id)
