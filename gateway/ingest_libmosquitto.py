@@ -113,15 +113,11 @@ class LibmosquittoSession:
         self._config = config
         self._on_message = on_message
         self._clock = clock
-        context = multiprocessing.get_context("spawn")  # never fork a threaded process
-        self._connected = context.Value("b", 0, lock=False)
-        self._read = context.Value("q", 0, lock=False)
-        self._process = context.Process(
-            target=receive,
-            args=(config, self._connected, self._read),
-            name="mqtt-receiver",
-            daemon=True,
-        )
+        self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        self._connected = self._context.Value("b", 0, lock=False)
+        self._read = self._context.Value("q", 0, lock=False)
+        self._process = self._receiver()
+        self._process_lock = threading.Lock()  # a restart against close
         self._reader = JournalReader(config.journal_dir)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-reader", daemon=True)
@@ -149,7 +145,17 @@ class LibmosquittoSession:
     def ack(self, tokens: Iterable[AckToken]) -> None:
         self._reader.settle(segment for segment, qos in tokens if qos)
 
+    def _receiver(self) -> multiprocessing.process.BaseProcess:
+        return self._context.Process(
+            target=receive,
+            args=(self._config, self._connected, self._read),
+            name="mqtt-receiver",
+            daemon=True,
+        )
+
     def close(self) -> None:
+        with self._process_lock:
+            self._stopping.set()  # no restart from here on
         if self._process.pid is not None:
             self._process.terminate()  # SIGTERM: disconnect, fsync, exit
             self._process.join(_STOP_TIMEOUT_S)
@@ -174,9 +180,8 @@ class LibmosquittoSession:
                 self._stopping.wait(_RETRY_S)
                 continue
             if not entries:
-                if not self._process.is_alive() and self._process.exitcode not in (None, 0):
-                    log.error("mqtt_receiver_died", exitcode=self._process.exitcode)
-                    self._stopping.wait(_RETRY_S)
+                if not self._process.is_alive():
+                    self._restart_receiver()
                 self._stopping.wait(_IDLE_S)
                 continue
             new = 0
@@ -192,6 +197,19 @@ class LibmosquittoSession:
                     # read again at the next start.
                     log.exception("ingest_handoff_failed", topic=raw.topic)
             self._read.value += new  # this run's only: the receiver counts what it wrote
+
+    def _restart_receiver(self) -> None:
+        """The receiver died (OOM, a crash): what it journaled has been read; start another
+        (a second later, so a receiver that cannot start does not spin)."""
+        log.error("mqtt_receiver_died_restarting", exitcode=self._process.exitcode)
+        self._connected.value = 0
+        self._read.value = 0  # the new receiver counts from zero
+        if self._stopping.wait(_RETRY_S):
+            return
+        with self._process_lock:
+            if not self._stopping.is_set():
+                self._process = self._receiver()
+                self._process.start()
 
     def _received_at(self, entry: Entry) -> datetime:
         """This run's entries are read within moments of arrival: the clock's now, one

@@ -1,12 +1,16 @@
 """The ingest journal: the reader gets every entry in order, across segments and across a
 restart; a segment goes once read and settled; a torn or half-written record waits or is
-ignored, never misread."""
+ignored, never misread. And the receiver process that writes it is replaced if it dies."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+from gateway.app import Gateway
 from gateway.journal import JournalReader, JournalWriter
+from tests.conftest import Device, VictoriaMetrics, status_frame, wait_for
 
 
 def _write(writer: JournalWriter, n: int, start: int = 0) -> None:
@@ -93,3 +97,20 @@ def test_a_crash_without_close_loses_nothing_appended(tmp_path: Path) -> None:
     _write(writer, 5)
     # No close(): the process died. Each append was one write(2), so the records are there.
     assert len(_read_all(JournalReader(tmp_path))) == 5
+
+
+def test_a_receiver_that_dies_is_reported_and_replaced(
+    gateway_settings, device: Device, vm: VictoriaMetrics, prefix: str
+) -> None:
+    """libmosquitto's receiver process killed (OOM, a crash in C): the gateway says it is not
+    connected (so no car reads as silent meanwhile), starts another, and frames flow again."""
+    eid = f"{prefix}-phoenix"
+    with Gateway(gateway_settings()) as gw:
+        assert gw.session.wait_connected(10)
+        os.kill(gw.session._process.pid, signal.SIGKILL)
+        wait_for(lambda: not gw.session.connected)
+        assert gw.health()["broker"] is False
+        wait_for(lambda: gw.session.connected, timeout=30)
+        for seq in range(20):
+            device.publish(f"elevators/{eid}/status", status_frame(eid, seq))
+        wait_for(lambda: vm.count("elevator_status_seq", prefix) == 20)
