@@ -38,6 +38,10 @@ def _layout() -> tuple[tuple[str, tuple[str, ...], int, int], ...]:
 
 
 _PACKED: Final = _layout()
+# Per choice, its values' bits already shifted into place: packing is a lookup, not a search.
+_CODES: Final = tuple(
+    (name, {v: i << shift for i, v in enumerate(values)}) for name, values, shift, _ in _PACKED
+)
 # received_at µs, device ts µs, seq, floor, flags and choices, speed, load
 _RECORD: Final = struct.Struct("<qqqhHff")
 
@@ -51,9 +55,9 @@ def _at(us: int) -> datetime:
 
 
 def _pack(received_at: datetime, b: StatusBody) -> bytes:
-    packed = sum(1 << n for n, name in enumerate(_FLAGS) if getattr(b, name))
-    for name, values, shift, _mask in _PACKED:
-        packed |= values.index(getattr(b, name)) << shift
+    packed = b.moving | b.door_zone << 1 | b.occupied << 2 | b.alarm_button << 3  # _FLAGS
+    for name, codes in _CODES:
+        packed |= codes[getattr(b, name)]
     return _RECORD.pack(
         _us(received_at), _us(b.ts), b.seq, b.floor, packed, b.speed_mps, b.load_pct
     )

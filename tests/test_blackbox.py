@@ -1,0 +1,69 @@
+"""The black box: every status frame it packs comes back with the fields it was sent with,
+oldest first, and only for its window."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.frames import Frame, StatusBody, decode
+from gateway.incidents.blackbox import WINDOW, BlackBox
+
+NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+bodies = st.fixed_dictionaries(
+    {
+        "floor": st.integers(-50, 300),
+        "moving": st.booleans(),
+        "direction": st.sampled_from(["up", "down", "none"]),
+        "speed_mps": st.sampled_from([0.0, 0.5, 1.75, 2.5]),
+        "door": st.sampled_from(["open", "opening", "closed", "closing", "fault"]),
+        "door_zone": st.booleans(),
+        "occupied": st.booleans(),
+        "load_pct": st.sampled_from([0.0, 30.0, 99.5, 150.0]),
+        "mode": st.sampled_from(
+            ["normal", "inspection", "maintenance", "fire", "independent", "out_of_service"]
+        ),
+        "alarm_button": st.booleans(),
+        "power": st.sampled_from(["mains", "battery", "off"]),
+        "safety_circuit": st.sampled_from(["closed", "open"]),
+    }
+)
+
+
+def _frame(seq: int, fields: dict, at: datetime) -> Frame:
+    body = {"v": 1, "elevator_id": "BB1", "seq": seq, "boot": 1, "ts": at.isoformat(), **fields}
+    frame = decode("elevators/BB1/status", json.dumps(body).encode(), at)
+    assert isinstance(frame, Frame) and isinstance(frame.body, StatusBody)
+    return frame
+
+
+@given(st.lists(bodies, min_size=1, max_size=5))
+def test_every_field_comes_back_as_sent(sent: list[dict]) -> None:
+    box = BlackBox()
+    for seq, fields in enumerate(sent):
+        box.record(_frame(seq, fields, NOW))
+    got = [f["body"] for f in box.recent("BB1", NOW)]
+    assert [g["seq"] for g in got] == list(range(len(sent)))
+    for fields, body in zip(sent, got, strict=True):
+        assert {k: body[k] for k in fields} == fields
+
+
+def test_only_the_window_is_kept() -> None:
+    box = BlackBox()
+    start = NOW - WINDOW - timedelta(seconds=30)
+    for seq in range(16):
+        box.record(_frame(seq, {**_fields(), "floor": seq}, start + timedelta(seconds=10 * seq)))
+    kept = box.recent("BB1", start + timedelta(seconds=150))
+    assert [f["body"]["floor"] for f in kept] == list(range(3, 16))
+
+
+def _fields() -> dict:
+    return {
+        "floor": 0, "moving": False, "direction": "none", "speed_mps": 0.0, "door": "closed",
+        "door_zone": True, "occupied": False, "load_pct": 0.0, "mode": "normal",
+        "alarm_button": False, "power": "mains", "safety_circuit": "closed",
+    }  # fmt: skip
