@@ -163,7 +163,6 @@ class LibmosquittoSession:
                 log.error("mqtt_receiver_stuck_killed", pid=self._process.pid)
                 self._process.kill()
                 self._process.join()
-        self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join()
         self._reader.close()
