@@ -1,11 +1,11 @@
 """The running gateway: builds every part from the settings, starts and stops them in one place.
 
-Threads: the MQTT client's network thread (or, with libmosquitto, the journal reader) hands
-messages to a bounded queue; one worker thread runs the pipeline and cuts batches; a writer
-thread writes each batch to the store and then acknowledges it, so frames keep being
-processed (and alerts raised) while a batch is on its way to the store. The spool replayer
-and the HTTP server have their own. All domain work happens on the worker thread, so it
-needs no locks.
+Threads: one worker thread takes the received messages from the ingest session (libmosquitto:
+reads the receiver process's journal; paho: empties the inbox its network thread fills), runs
+the pipeline and cuts batches; a writer thread writes each batch to the store and then
+acknowledges it, so frames keep being processed (and alerts raised) while a batch is on its
+way to the store. The spool replayer and the HTTP server have their own. All domain work
+happens on the worker thread, so it needs no locks.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or RealClock()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.mqtt_receive_window * 2)
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
         # One batch waiting while one is written: bounded, so a slow store holds the worker.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
@@ -69,6 +68,7 @@ class Gateway:
         self._reload_rules = threading.Event()
         self._stopping = threading.Event()
         self._seen_up_to = self.clock.now()
+        self._caught_up = True  # the last look at the session found nothing waiting
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -120,7 +120,6 @@ class Gateway:
             s.mqtt_client,
             s.mqtt_url,
             s.mqtt_client_id,
-            self._handoff,
             self.clock,
             journal_dir=s.spool_dir / "journal",
             journal_fsync_interval_s=s.journal_fsync_interval_s,
@@ -134,8 +133,8 @@ class Gateway:
         self.publisher.start()
         self.notifier.start()
         self._write_thread.start()
-        self._worker.start()
         self.session.start()
+        self._worker.start()
         self._start_http()
         log.info(
             "gateway_started",
@@ -155,8 +154,8 @@ class Gateway:
         self.stop()
 
     def stop(self) -> None:
-        """Process what was received, make it durable, acknowledge it, then disconnect."""
-        self._queue.put(_STOP)  # after what is queued: that is processed first
+        """Process what was taken in, make it durable, acknowledge it, then disconnect (what
+        is still unread is acknowledged never, so comes again: broker or journal)."""
         self._stopping.set()
         self._worker.join()
         self._write_thread.join()
@@ -185,27 +184,13 @@ class Gateway:
         }
 
     # -- the worker --------------------------------------------------------------------------
-    def _handoff(self, raw: RawMessage) -> None:
-        # Another cluster member's frame is settled here on the network thread: it costs
-        # no queue slot and no worker time.
-        if not self._takes(raw):
-            return
-        # Blocks while the queue is full: backpressure onto the broker, never a drop. Once
-        # stopping, a message is left unacknowledged instead (the broker or the journal has
-        # it for the next start), so the session's thread can finish.
-        while not self._stopping.is_set():
-            try:
-                self._queue.put(raw, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
     def _owns(self, elevator_id: str) -> bool:
         return self.partition is None or self.partition.owns(elevator_id)
 
     def _takes(self, raw: RawMessage) -> bool:
         """Whether this gateway processes the message; another cluster member's frame is
-        held for a takeover and acknowledged at once (that member acknowledges its own)."""
+        held for a takeover and acknowledged at once (that member acknowledges its own),
+        costing no pipeline work."""
         if self.partition is None:
             return True
         elevator_id = elevator_of(raw.topic)
@@ -243,9 +228,9 @@ class Gateway:
         if self._reload_rules.is_set():
             self._reload_rules.clear()
             self._swap_rules()
-        # With frames still queued, the rules may only run up to the newest one processed:
-        # a car whose frames wait in the queue is not silent.
-        seen_up_to = now if self._queue.empty() else min(now, self._seen_up_to)
+        # With frames still waiting, the rules may only run up to the newest one processed:
+        # a car whose frames wait in the session is not silent.
+        seen_up_to = now if self._caught_up else min(now, self._seen_up_to)
         if not self.session.connected:
             # Cut off from the broker we hear no car, and that says nothing about the cars:
             # no car is silent until a silence window after we are back.
@@ -273,30 +258,27 @@ class Gateway:
         tick_every = self.settings.tick_interval_s
         next_tick = time.monotonic()
         oldest: float | None = None  # monotonic time of the oldest message not yet flushed
-        while True:
+        while not self._stopping.is_set():
             if time.monotonic() >= next_tick:
                 self._safe_tick()
                 next_tick = time.monotonic() + tick_every
             flush_at = next_tick if oldest is None else min(next_tick, oldest + interval)
-            wait = max(0.0, flush_at - time.monotonic())
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                if self.pipeline.pending:
+            messages = self.session.receive(max(0.0, flush_at - time.monotonic()))
+            self._caught_up = not messages
+            for raw in messages:
+                if self._takes(raw):
+                    oldest = oldest or time.monotonic()
+                    self.pipeline.process(raw)
+                    self._seen_up_to = raw.received_at
+                if self.pipeline.pending >= batch_size:
                     self._flush()
-                self._batches.put(_STOP)
-                return
-            if isinstance(item, RawMessage):
-                oldest = oldest or time.monotonic()
-                self.pipeline.process(item)
-                self._seen_up_to = item.received_at
-            if self.pipeline.pending >= batch_size or (
-                oldest is not None and time.monotonic() >= oldest + interval
-            ):
+                    oldest = None
+            if oldest is not None and time.monotonic() >= oldest + interval:
                 self._flush()
                 oldest = None
+        if self.pipeline.pending:
+            self._flush()
+        self._batches.put(_STOP)
 
     def _safe_tick(self) -> None:
         try:
@@ -321,7 +303,7 @@ class Gateway:
 
     def _flush(self) -> None:
         """Cut a batch and hand it to the writer thread."""
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        metrics.QUEUE_DEPTH.set(self.session.backlog)
         while True:
             try:
                 self.incidents.flush_frames()

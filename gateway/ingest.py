@@ -1,23 +1,25 @@
 """The MQTT edge: a persistent QoS 1 session that hands messages on and acknowledges late.
 
 Nothing past this module (and `ingest_libmosquitto`, the fast session) imports an MQTT
-library: messages leave here as `RawMessage`, and acknowledgements come back as the opaque
-`AckToken`s they carried. `open_session` picks the client by name.
+library: messages leave here as `RawMessage`, taken in order by the pipeline's thread with
+`Session.receive`, and acknowledgements come back as the opaque `AckToken`s they carried.
+`open_session` picks the client by name.
 
 Why paho-mqtt with `manual_ack`: a QoS 1 message is PUBACKed only when the pipeline says its
 frame is durable (stored or spooled), so a crash in between leads to redelivery, not loss.
 Flow control is MQTT 5's Receive Maximum: the broker never has more than
-`receive_window` unacknowledged messages in flight to us, so the hand-off queue is bounded
-by the protocol itself; past that the broker queues for us (backpressure, never a drop).
+`receive_window` unacknowledged messages in flight to us, so the inbox is bounded by the
+protocol itself; past that the broker queues for us (backpressure, never a drop).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import random
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -94,9 +96,19 @@ class Session(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken by `receive`."""
+        ...
+
     def start(self) -> None: ...
 
     def wait_connected(self, timeout: float) -> bool: ...
+
+    def receive(self, timeout: float) -> list[RawMessage]:
+        """The messages received since the last call, in order, waiting up to `timeout`
+        seconds for one ([] if none came). Called from one thread only."""
+        ...
 
     def ack(self, tokens: Iterable[AckToken]) -> None: ...
 
@@ -107,7 +119,6 @@ def open_session(
     client: str,
     url: str,
     client_id: str,
-    on_message: Callable[[RawMessage], None],
     clock: Clock,
     *,
     journal_dir: Path,
@@ -122,7 +133,7 @@ def open_session(
     """The ingest session on `client` ("libmosquitto" or "paho"), not yet started."""
     if client == "paho":
         return MqttSession(
-            url, client_id, on_message, clock,
+            url, client_id, clock,
             topic_prefix=topic_prefix, receive_window=receive_window,
             session_expiry_s=session_expiry_s, keepalive_s=keepalive_s, tls=tls,
         )  # fmt: skip
@@ -133,7 +144,7 @@ def open_session(
         journal_fsync_interval_s, backlog=receive_window, log_level=log_level,
         parent_pid=os.getpid(),
     )  # fmt: skip
-    return LibmosquittoSession(config, on_message, clock)
+    return LibmosquittoSession(config, clock)
 
 
 def _client(
@@ -163,15 +174,14 @@ def _client(
 class MqttSession:
     """The ingest session: `start()` connects in the background, `close()` disconnects.
 
-    `on_message` runs on paho's network thread; it must hand the message on quickly and
-    may block (that is backpressure). `ack` may be called from any thread.
+    paho's network thread puts each message in the inbox that `receive` empties; `ack` may
+    be called from any thread.
     """
 
     def __init__(
         self,
         url: str,
         client_id: str,
-        on_message: Callable[[RawMessage], None],
         clock: Clock,
         *,
         topic_prefix: str = "",
@@ -182,8 +192,9 @@ class MqttSession:
     ) -> None:
         self._address = BrokerAddress.parse(url)
         self._client_id = client_id
-        self._on_message = on_message
         self._clock = clock
+        # Unbounded here, bounded by the broker: at most `receive_window` unacknowledged.
+        self._inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
         self._topics = [(topic_prefix + t, 1) for t in SUBSCRIPTIONS]
         self._keepalive = keepalive_s
         self._connected = threading.Event()
@@ -212,8 +223,21 @@ class MqttSession:
         )
         self._client.loop_start()
 
+    @property
+    def backlog(self) -> int:
+        return self._inbox.qsize()
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def receive(self, timeout: float) -> list[RawMessage]:
+        try:
+            messages = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        for _ in range(self._inbox.qsize()):
+            messages.append(self._inbox.get_nowait())
+        return messages
 
     def ack(self, tokens: Iterable[AckToken]) -> None:
         for mid, qos in tokens:
@@ -251,13 +275,9 @@ class MqttSession:
         log.warning("mqtt_disconnected", client_id=self._client_id, reason=str(rc))
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        raw = RawMessage(msg.topic, msg.payload, self._clock.now(), AckToken(msg.mid, msg.qos))
-        try:
-            self._on_message(raw)
-        except Exception:
-            # Never let a bug take the network loop down; the message stays unacknowledged
-            # and comes back after a reconnect.
-            log.exception("ingest_handoff_failed", topic=raw.topic)
+        self._inbox.put(
+            RawMessage(msg.topic, msg.payload, self._clock.now(), AckToken(msg.mid, msg.qos))
+        )
 
 
 class Publisher:

@@ -10,9 +10,9 @@ a journal segment only once every message in it is stored or spooled.
 
 The client runs in a receiver process of its own (`receive`), so its per-message Python
 never competes with the pipeline for the GIL; the gateway's side (`LibmosquittoSession`)
-reads the journal in order and hands the messages on. The receiver dies with the gateway
-(PR_SET_PDEATHSIG), and holds back (stops reading from the broker) while more than
-`backlog` messages wait in the journal unread: backpressure onto the broker, as before.
+reads the journal in order on the pipeline's own thread, in one chunk per call. The receiver
+dies with the gateway (PR_SET_PDEATHSIG), and holds back (stops reading from the broker)
+while more than `backlog` messages wait in the journal unread: backpressure onto the broker.
 
 The network loop is ours, not `loop_start()`'s: libmosquitto's own reconnect sends CONNECT
 without properties, which would set the session expiry to 0 and lose the persistent session
@@ -30,7 +30,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,35 +104,33 @@ class LibmosquittoSession:
     """The gateway's side: starts the receiver process and reads its journal in order.
     Same shape as `ingest.MqttSession`; `AckToken.mid` is the message's journal segment."""
 
-    def __init__(
-        self,
-        config: ReceiverConfig,
-        on_message: Callable[[RawMessage], None],
-        clock: Clock,
-    ) -> None:
+    def __init__(self, config: ReceiverConfig, clock: Clock) -> None:
         self._config = config
-        self._on_message = on_message
         self._clock = clock
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._connected = self._context.Value("b", 0, lock=False)
+        # This run's messages journaled and read: the receiver holds back on the difference.
+        self._written = self._context.Value("q", 0, lock=False)
         self._read = self._context.Value("q", 0, lock=False)
         self._process = self._receiver()
         self._process_lock = threading.Lock()  # a restart against close
+        self._restart_at: float | None = None  # monotonic time to replace a dead receiver
         self._reader = JournalReader(config.journal_dir)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="journal-reader", daemon=True)
         self._recovering_below = 0  # segments below are a previous run's
 
     @property
     def connected(self) -> bool:
-        # A dead receiver or reader hears nothing, whatever the flag it left behind says.
-        alive = self._process.is_alive() and self._thread.is_alive()
-        return alive and bool(self._connected.value)
+        # A dead receiver hears nothing, whatever the flag it left behind says.
+        return self._process.is_alive() and bool(self._connected.value)
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self._written.value - self._read.value)
 
     def start(self) -> None:
         self._recovering_below = self._reader.next_new_segment()
         self._process.start()
-        self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -142,13 +140,45 @@ class LibmosquittoSession:
             time.sleep(0.01)
         return True
 
+    def receive(self, timeout: float) -> list[RawMessage]:
+        deadline = time.monotonic() + timeout
+        while True:
+            metrics.BROKER_UP.set(self.connected)
+            try:
+                entries = self._reader.read()
+            except Exception:
+                # Unread entries stay in the journal: tried again at the next call.
+                log.exception("journal_read_failed_retrying")
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                return []
+            if entries:
+                return self._messages(entries)
+            if not self._process.is_alive():
+                self._replace_receiver()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            time.sleep(min(_IDLE_S, left))
+
     def ack(self, tokens: Iterable[AckToken]) -> None:
         self._reader.settle(segment for segment, qos in tokens if qos)
+
+    def _messages(self, entries: list[Entry]) -> list[RawMessage]:
+        messages = []
+        new = 0
+        for entry in entries:
+            this_run = entry.segment >= self._recovering_below
+            new += this_run
+            received_at = self._clock.now() if this_run else self._received_before(entry)
+            ack = AckToken(entry.segment, 1)
+            messages.append(RawMessage(entry.topic, entry.payload, received_at, ack))
+        self._read.value += new  # this run's only: the receiver counts what it wrote
+        return messages
 
     def _receiver(self) -> multiprocessing.process.BaseProcess:
         return self._context.Process(
             target=receive,
-            args=(self._config, self._connected, self._read),
+            args=(self._config, self._connected, self._written, self._read),
             name="mqtt-receiver",
             daemon=True,
         )
@@ -163,78 +193,50 @@ class LibmosquittoSession:
                 log.error("mqtt_receiver_stuck_killed", pid=self._process.pid)
                 self._process.kill()
                 self._process.join()
-        if self._thread.ident is not None:
-            self._thread.join()
         self._reader.close()
         self._connected.value = 0
         metrics.BROKER_UP.set(0)
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            metrics.BROKER_UP.set(self.connected)
-            try:
-                entries = self._reader.read()
-            except Exception:
-                log.exception("journal_read_failed_retrying")
-                self._stopping.wait(_RETRY_S)
-                continue
-            if not entries:
-                if not self._process.is_alive():
-                    self._restart_receiver()
-                self._stopping.wait(_IDLE_S)
-                continue
-            new = 0
-            for entry in entries:
-                received_at = self._received_at(entry)
-                new += entry.segment >= self._recovering_below
-                ack = AckToken(entry.segment, 1)
-                raw = RawMessage(entry.topic, entry.payload, received_at, ack)
-                try:
-                    self._on_message(raw)  # blocks while the pipeline's queue is full
-                except Exception:
-                    # A bug must not stop the reader; the entry stays in the journal and is
-                    # read again at the next start.
-                    log.exception("ingest_handoff_failed", topic=raw.topic)
-            self._read.value += new  # this run's only: the receiver counts what it wrote
-
-    def _restart_receiver(self) -> None:
-        """The receiver died (OOM, a crash): what it journaled has been read; start another
-        (a second later, so a receiver that cannot start does not spin)."""
-        log.error("mqtt_receiver_died_restarting", exitcode=self._process.exitcode)
-        self._connected.value = 0
-        self._read.value = 0  # the new receiver counts from zero
-        if self._stopping.wait(_RETRY_S):
+    def _replace_receiver(self) -> None:
+        """The receiver died (OOM, a crash), and what it journaled has been read: start
+        another a second later, so a receiver that cannot start does not spin."""
+        if self._restart_at is None:
+            log.error("mqtt_receiver_died_restarting", exitcode=self._process.exitcode)
+            self._connected.value = 0
+            self._restart_at = time.monotonic() + _RETRY_S
+            return
+        if time.monotonic() < self._restart_at:
             return
         with self._process_lock:
             if not self._stopping.is_set():
+                self._written.value = self._read.value = 0  # the new receiver counts from 0
                 self._process = self._receiver()
                 self._process.start()
+                self._restart_at = None
 
-    def _received_at(self, entry: Entry) -> datetime:
-        """This run's entries are read within moments of arrival: the clock's now, one
-        reading each. A previous run's: when they arrived, mapped onto the clock."""
-        if entry.segment >= self._recovering_below:
-            return self._clock.now()
+    def _received_before(self, entry: Entry) -> datetime:
+        """A previous run's entry: when it arrived, mapped onto the clock (this run's are
+        read within moments of arrival and get the clock's now, one reading each)."""
         try:
             return at_wall(self._clock, entry.received_at)
         except (OverflowError, ValueError):
             return self._clock.now()  # a corrupt time: now is the best guess
 
 
-def receive(config: ReceiverConfig, connected: Any, read: Any) -> None:
+def receive(config: ReceiverConfig, connected: Any, written: Any, read: Any) -> None:
     """The receiver process: MQTT in, journal out, until SIGTERM or the gateway's death."""
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config.parent_pid:
         return  # the gateway died before we could ask to die with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle
     logs.configure(config.log_level)
-    receiver = _Receiver(config, connected, read)
+    receiver = _Receiver(config, connected, written, read)
     signal.signal(signal.SIGTERM, lambda *_: receiver.stop())
     receiver.run()
 
 
 class _Receiver:
-    def __init__(self, config: ReceiverConfig, connected: Any, read: Any) -> None:
+    def __init__(self, config: ReceiverConfig, connected: Any, written: Any, read: Any) -> None:
         self._config = config
         self._address = BrokerAddress.parse(config.url)
         self._client_id = config.client_id
@@ -242,7 +244,7 @@ class _Receiver:
         self._connected = connected
         self._read = read
         self._journal = JournalWriter(config.journal_dir, fsync_interval_s=config.fsync_interval_s)
-        self._written = 0
+        self._written = written
         self._stopping = threading.Event()
         self._suback_pending = 0
         self._burst = 0  # messages handled in the current loop call
@@ -352,9 +354,9 @@ class _Receiver:
                     # queued), so the broker sees the connection drop and delivers it again.
                     self._abandoned = True
                     return
-        self._written += 1
+        self._written.value += 1
         # Backpressure: while the gateway lags, hold the loop, so the broker queues for us.
-        while self._written - self._read.value > self._config.backlog:
+        while self._written.value - self._read.value > self._config.backlog:
             if self._stopping.wait(0.001):
                 return
 

@@ -120,7 +120,7 @@ def test_duplicates_are_stored_once(
         for payload in reversed(frames[:10]):  # and a reordered replay
             device.publish(f"elevators/{eid}/status", payload)
         wait_for(lambda: vm.count("elevator_status_seq", prefix) >= 30)
-        wait_for(lambda: gw.pipeline.pending == 0 and gw._queue.empty())
+        wait_for(lambda: gw.pipeline.pending == 0 and gw.session.backlog == 0)
     assert vm.count("elevator_status_seq", prefix) == 30
 
 
