@@ -12,7 +12,7 @@ import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.frames import EventBody, Frame, StatusBody
+from gateway.frames import EventBody, Frame, StatusBody, as_sent
 
 WINDOW: Final = timedelta(seconds=120)
 
@@ -87,7 +87,7 @@ class BlackBox:
             self._status[frame.elevator_id] = self._trimmed(ring, _us(cutoff))
         elif isinstance(body, EventBody):
             events = self._events.setdefault(frame.elevator_id, [])
-            events.append((frame.received_at, body.model_dump(mode="json")))
+            events.append((frame.received_at, as_sent(frame)))
             events[:] = [e for e in events if e[0] >= cutoff]
 
     def recent(self, elevator_id: str, now: datetime) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway import metrics
-from gateway.frames import EventBody, Frame, StatusBody
+from gateway.frames import EventBody, Frame, StatusBody, as_sent
 from gateway.incidents import sla, state
 from gateway.incidents.blackbox import BlackBox
 from gateway.incidents.model import Incident, TimelineEntry
@@ -376,7 +376,7 @@ class IncidentService:
             return
         self._frame_rows += [
             self._frame_row(i.id, {"received_at": frame.received_at, "kind": frame.kind,
-                                   "body": _body(frame)}) for i in incidents
+                                   "body": as_sent(frame)}) for i in incidents
         ]  # fmt: skip
         body, at = frame.body, frame.received_at
         crew_seen = (isinstance(body, StatusBody) and body.mode in _CREW_MODES) or (
@@ -450,9 +450,3 @@ class IncidentService:
             "kind": frame["kind"],
             "body": json.dumps(frame["body"]),
         }
-
-
-def _body(frame: Frame) -> dict[str, Any]:
-    if frame.body is None:
-        return {"online": frame.online}
-    return frame.body.model_dump(mode="json")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from gateway.frames import EventBody, Frame, StatusBody
 from gateway.rules.engine import Alert, RuleEngine
 from gateway.rules.spec import CASE_STATUS_DEFAULTS, Case, CaseFrame, Expected, RuleSet
@@ -84,9 +86,9 @@ def _stops_beat(f: CaseFrame) -> bool:
 
 
 def _status(elevator: str, fields: dict[str, Any], at: float, seq: int) -> Frame:
-    body = StatusBody.model_validate(
+    body = msgspec.convert(
         {**fields, "v": 1, "elevator_id": elevator, "seq": seq, "boot": 1, "ts": _time(at)},
-        strict=False,
+        StatusBody,
     )
     return Frame("status", elevator, _time(at), body)
 

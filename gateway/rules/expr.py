@@ -14,11 +14,12 @@ state); general-purpose evaluators cost 9-900 µs a condition here, these well u
 from __future__ import annotations
 
 import ast
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final
+
+import msgspec
 
 from gateway.frames import FAULT_CODES, VENDOR_CODE_RE, StatusBody
 
@@ -31,16 +32,15 @@ _CODE: Final = "code"
 
 def _status_types() -> dict[str, str | frozenset[str]]:
     types: dict[str, str | frozenset[str]] = {}
-    for name, info in StatusBody.model_fields.items():
-        if name in ("v", "elevator_id", "seq", "boot", "ts"):
+    for info in msgspec.inspect.type_info(StatusBody).fields:  # type: ignore[union-attr]
+        if info.name in ("v", "elevator_id", "seq", "boot", "ts"):
             continue
-        ann = info.annotation
-        if ann is bool:
-            types[name] = _BOOL
-        elif typing.get_origin(ann) is typing.Literal:
-            types[name] = frozenset(typing.get_args(ann))
+        if isinstance(info.type, msgspec.inspect.BoolType):
+            types[info.name] = _BOOL
+        elif isinstance(info.type, msgspec.inspect.LiteralType):
+            types[info.name] = frozenset(info.type.values)
         else:
-            types[name] = _NUMBER
+            types[info.name] = _NUMBER
     return types
 
 

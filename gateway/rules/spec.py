@@ -8,13 +8,13 @@ every problem it found.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
+import msgspec
 import yaml
 from pydantic import (
     BaseModel,
@@ -184,7 +184,10 @@ class CaseFrame(_Model):
             if unknown:
                 raise ValueError(f"unknown status fields: {sorted(unknown)}")
             body = {"v": 1, "elevator_id": "E1", "seq": 0, "boot": 0, "ts": "2026-01-01T00:00:00Z"}
-            StatusBody.model_validate_json(json.dumps({**CASE_STATUS_DEFAULTS, **status, **body}))
+            try:
+                msgspec.convert({**CASE_STATUS_DEFAULTS, **status, **body}, StatusBody)
+            except msgspec.ValidationError as exc:
+                raise ValueError(str(exc)) from None
         return status
 
     @field_validator("event")
