@@ -45,7 +45,7 @@ class AckToken(NamedTuple):
     qos: int  # 0: nothing to acknowledge
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per message, and frozen costs 3x to build
 class RawMessage:
     topic: str
     payload: bytes
