@@ -39,8 +39,8 @@ def _layout() -> tuple[tuple[str, tuple[str, ...], int, int], ...]:
 
 _PACKED: Final = _layout()
 # Per choice, its values' bits already shifted into place: packing is a lookup, not a search.
-_CODES: Final = tuple(
-    (name, {v: i << shift for i, v in enumerate(values)}) for name, values, shift, _ in _PACKED
+_DIRECTION, _DOOR, _MODE, _POWER, _SAFETY = (
+    {v: i << shift for i, v in enumerate(values)} for _, values, shift, _ in _PACKED
 )
 # received_at µs, device ts µs, seq, floor, flags and choices, speed, load
 _RECORD: Final = struct.Struct("<qqqhHff")
@@ -55,9 +55,11 @@ def _at(us: int) -> datetime:
 
 
 def _pack(received_at: datetime, b: StatusBody) -> bytes:
-    packed = b.moving | b.door_zone << 1 | b.occupied << 2 | b.alarm_button << 3  # _FLAGS
-    for name, codes in _CODES:
-        packed |= codes[getattr(b, name)]
+    packed = (
+        b.moving | b.door_zone << 1 | b.occupied << 2 | b.alarm_button << 3  # _FLAGS
+        | _DIRECTION[b.direction] | _DOOR[b.door] | _MODE[b.mode] | _POWER[b.power]
+        | _SAFETY[b.safety_circuit]
+    )  # fmt: skip
     return _RECORD.pack(
         _us(received_at), _us(b.ts), b.seq, b.floor, packed, b.speed_mps, b.load_pct
     )
