@@ -26,6 +26,7 @@ import ctypes
 import multiprocessing
 import os
 import random
+import select
 import signal
 import ssl
 import threading
@@ -49,7 +50,7 @@ from pymosquitto.bindings import (
     strerror,
 )
 from pymosquitto.client import Mosquitto, MosquittoError, PropertyFactory
-from pymosquitto.constants import LIBMOSQ_PATH, MQTT5PropertyID, ProtocolVersion
+from pymosquitto.constants import LIBMOSQ_PATH, ErrorCode, MQTT5PropertyID, ProtocolVersion
 
 from gateway import logs, metrics
 from gateway.clock import Clock, at_wall, wall_time
@@ -60,6 +61,7 @@ log = structlog.get_logger(__name__)
 
 _LOOP_TIMEOUT_MS = 200
 _RETRY_S = 1.0
+_BATCH = 1000  # messages read, and journaled in one write, at most
 _IDLE_S = 0.002  # how often the gateway looks for new journal entries when there were none
 _STOP_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
@@ -91,13 +93,18 @@ _CALLBACKS = {
 }
 for _type, _setter in _CALLBACKS.values():
     bind(None, _setter, ctypes.c_void_p, _type)
-# The network loop, straight through ctypes (it runs per packet). `_loop` releases the GIL
-# while it waits for the network; `_loop_holding_gil` does not, and reads on while messages
-# keep coming: taking the GIL back from the pipeline thread for every message cost more CPU
-# than handling the message.
-_LOOP_ARGS = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
-_loop = bind(ctypes.c_int, libmosq.mosquitto_loop, *_LOOP_ARGS)
-_loop_holding_gil = bind(ctypes.c_int, ctypes.PyDLL(LIBMOSQ_PATH).mosquitto_loop, *_LOOP_ARGS)
+# The network loop is ours, in libmosquitto's steps (straight through ctypes, holding the
+# GIL: none of them blocks): read, then journal what was read, then write. With the client
+# threaded, reading only queues the PUBACKs (lib/packet_mosq.c packet__queue); they reach
+# the socket in `mosquitto_loop_write` alone, after the journal write. `mosquitto_loop`
+# would write them right after reading, one packet at a time. Only the wait for the
+# socket (select.poll) lets go of the GIL.
+_lib = ctypes.PyDLL(LIBMOSQ_PATH)
+_loop_read = bind(ctypes.c_int, _lib.mosquitto_loop_read, ctypes.c_void_p, ctypes.c_int)
+_loop_write = bind(ctypes.c_int, _lib.mosquitto_loop_write, ctypes.c_void_p, ctypes.c_int)
+_loop_misc = bind(ctypes.c_int, _lib.mosquitto_loop_misc, ctypes.c_void_p)  # keepalive
+_socket = bind(ctypes.c_int, _lib.mosquitto_socket, ctypes.c_void_p)
+_want_write = bind(ctypes.c_bool, _lib.mosquitto_want_write, ctypes.c_void_p)
 
 
 class LibmosquittoSession:
@@ -247,7 +254,8 @@ class _Receiver:
         self._written = written
         self._stopping = threading.Event()
         self._suback_pending = 0
-        self._burst = 0  # messages handled in the current loop call
+        self._pending: list[tuple[bytes, bytes]] = []  # read, not journaled yet
+        self._busy = False  # the last round stopped at its limit, not for want of data
         self._abandoned = False  # a message could not be journaled: no clean disconnect
         self._client = _client(self._address, config.client_id, config.tls)
         # Kept referenced: libmosquitto holds only the C pointers.
@@ -276,11 +284,7 @@ class _Receiver:
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
                     continue
-            self._burst = 0
-            rc = _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)
-            while rc == 0 and self._burst and not self._stopping.is_set():
-                self._burst = 0
-                rc = _loop_holding_gil(self._client.ptr, 0, 1)
+            rc = self._round()
             if rc != 0:
                 linked = False
                 if self._connected.value:  # libmosquitto did not call back: no DISCONNECT
@@ -291,9 +295,68 @@ class _Receiver:
         if linked and not self._abandoned:
             with contextlib.suppress(MosquittoError):
                 self._client.disconnect()
-                _loop(self._client.ptr, _LOOP_TIMEOUT_MS, 1)  # send the DISCONNECT
+                _loop_write(self._client.ptr, 1)  # the PUBACKs left, then the DISCONNECT
         self._connected.value = 0
         self._journal.close()
+
+    def _round(self) -> int:
+        """Wait for the socket (unless a burst goes on), read what came, journal it in one
+        write, and only then write what libmosquitto queued meanwhile: the PUBACKs."""
+        ptr = self._client.ptr
+        room = self._room()
+        sock = _socket(ptr)
+        if sock < 0:
+            return ErrorCode.NO_CONN
+        ready = self._busy
+        if not self._busy:
+            poller = select.poll()  # waits with the GIL let go
+            poller.register(sock, select.POLLIN | (select.POLLOUT if _want_write(ptr) else 0))
+            # Writable alone, read too: a TLS handshake goes on in `mosquitto_loop_read`.
+            ready = bool(poller.poll(_LOOP_TIMEOUT_MS))
+        rc = 0
+        if room and ready:
+            # A packet a call (lib/loop.c: max_packets is the QoS 2 queue here, so 1); a
+            # call that brings no message found the socket drained (or read a SUBACK, say).
+            while True:
+                before = len(self._pending)
+                rc = _loop_read(ptr, 1)
+                if rc or len(self._pending) == before or len(self._pending) >= room:
+                    break
+        self._busy = rc == 0 and room > 0 and len(self._pending) >= room
+        if not self._journal_pending():
+            return 0  # stopping, unjournaled: not a packet more (see `_journal_pending`)
+        if rc == 0 and _want_write(ptr):
+            rc = _loop_write(ptr, 1)
+        return rc or _loop_misc(ptr)  # misc: the keepalive ping
+
+    def _room(self) -> int:
+        """How many messages to read in this round. Backpressure: while the gateway lags,
+        read none (wait here), so the broker queues for us."""
+        while True:
+            room = self._config.backlog - (self._written.value - self._read.value)
+            if room > 0:
+                return min(room, _BATCH)
+            if self._stopping.wait(0.001):
+                return 0
+
+    def _journal_pending(self) -> bool:
+        """Journal the messages read this round, in one write, before any of their PUBACKs
+        goes. False: it failed and we are stopping; then we leave without writing another
+        packet, so the broker sees the connection drop and delivers them again."""
+        if not self._pending:
+            return True
+        while True:
+            try:
+                self._journal.append_many(self._pending, wall_time())
+                break
+            except OSError:
+                log.exception("journal_append_failed_retrying")
+                if self._stopping.wait(_RETRY_S):
+                    self._abandoned = True
+                    return False
+        self._written.value += len(self._pending)  # once written: the gateway reads on it
+        self._pending = []
+        return True
 
     def _connect(self) -> None:
         # clean_start=False (set on the client) + session expiry: the broker keeps our
@@ -338,27 +401,9 @@ class _Receiver:
         log.warning("mqtt_disconnected", client_id=self._client_id, error=strerror(rc))
 
     def _handle_message(self, _m: int, _u: Any, message: Any) -> None:
-        self._burst += 1
+        # Only taken in: `_round` journals it before letting libmosquitto send its PUBACK.
         msg: MQTTMessageStruct = message.contents
-        payload = ctypes.string_at(msg.payload, msg.payloadlen)
-        # The PUBACK goes out when we return: until the journal has the message, we don't.
-        # (Held long enough, the broker drops the connection and redelivers it instead.)
-        while True:
-            try:
-                self._journal.append(msg.topic, payload, wall_time())
-                break
-            except OSError:
-                log.exception("journal_append_failed_retrying")
-                if self._stopping.wait(_RETRY_S):
-                    # Unjournaled: leave without writing another packet (its PUBACK is
-                    # queued), so the broker sees the connection drop and delivers it again.
-                    self._abandoned = True
-                    return
-        self._written.value += 1
-        # Backpressure: while the gateway lags, hold the loop, so the broker queues for us.
-        while self._written.value - self._read.value > self._config.backlog:
-            if self._stopping.wait(0.001):
-                return
+        self._pending.append((msg.topic, ctypes.string_at(msg.payload, msg.payloadlen)))
 
 
 def _client(address: BrokerAddress, client_id: str, tls: TlsFiles) -> Mosquitto:

@@ -72,7 +72,15 @@ class JournalWriter:
 
     def append(self, topic: bytes, payload: bytes, received_at: float) -> None:
         """Journal one message (before it is acknowledged)."""
-        record = _HEADER.pack(len(topic), len(payload), received_at) + topic + payload
+        self.append_many([(topic, payload)], received_at)
+
+    def append_many(self, messages: list[tuple[bytes, bytes]], received_at: float) -> None:
+        """Journal these messages (topic, payload), in order and in one write: all or none
+        (on OSError nothing was added, and the caller retries them all)."""
+        pack = _HEADER.pack
+        data = b"".join(
+            [part for t, p in messages for part in (pack(len(t), len(p), received_at), t, p)]
+        )
         with self._lock:
             if self._size >= self._segment_bytes:
                 # The reader takes a newer segment as the end of this one: finish it first,
@@ -82,13 +90,13 @@ class JournalWriter:
                 os.close(self._fd)
                 self._fd, self._segment, self._size = fd, self._segment + 1, 0
             try:
-                written = os.write(self._fd, record)
-                while written < len(record):  # short write (disk full): finish or fail
-                    written += os.write(self._fd, record[written:])
+                written = os.write(self._fd, data)
+                while written < len(data):  # short write (disk full): finish or fail
+                    written += os.write(self._fd, data[written:])
             except OSError:
-                os.ftruncate(self._fd, self._size)  # no half record: the caller retries it
+                os.ftruncate(self._fd, self._size)  # no half record: the caller retries them
                 raise
-            self._size += len(record)
+            self._size += len(data)
             self._dirty = True
 
     def close(self) -> None:
