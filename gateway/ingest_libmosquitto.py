@@ -1,12 +1,12 @@
 """The ingest session on libmosquitto (through the `pymosquitto` ctypes binding): the fast one.
 
 libmosquitto parses MQTT in C, about three times the rate of paho's pure-Python protocol
-code here (bench/throughput.py), but it acknowledges a QoS 1 message itself, as soon as our
-callback returns; it has no manual acknowledgement. So the callback journals the message
-before it returns (gateway/journal.py), and the journal is the durable hand-off: the PUBACK
-only leaves once the message is written (libmosquitto queues it and, with the client marked
-threaded, writes it after the callback, in the loop's write phase), and the pipeline drops
-a journal segment only once every message in it is stored or spooled.
+code here (bench/throughput.py), but it acknowledges a QoS 1 message itself; it has no manual
+acknowledgement. With the client marked threaded it only queues the PUBACK while reading
+(lib/packet_mosq.c `packet__queue`), and sends it in the write phase. So our loop runs the
+phases itself: read a burst of messages, journal them all with one write
+(gateway/journal.py), and only then write (the PUBACKs go out). The journal is the durable
+hand-off: the pipeline drops a segment only once every message in it is stored or spooled.
 
 The client runs in a receiver process of its own (`receive`), so its per-message Python
 never competes with the pipeline for the GIL; the gateway's side (`LibmosquittoSession`)
