@@ -10,6 +10,7 @@ happens on the worker thread, so it needs no locks.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -136,6 +137,12 @@ class Gateway:
         self.session.start()
         self._worker.start()
         self._start_http()
+        # What start-up made (modules, the API's schemas, the rules, the registry) lives as
+        # long as the process: out of the collector's sight, a full collection scans only
+        # what came after. It took 13% of the time draining a backlog, in pauses of up to
+        # 75 ms, each one added to an alert's latency. (Garbage collected first, not kept.)
+        gc.collect()
+        gc.freeze()
         log.info(
             "gateway_started",
             mqtt=redact_url(s.mqtt_url),

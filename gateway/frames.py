@@ -92,7 +92,8 @@ def _depth(value: object) -> int:
 # is told so. NaN and Infinity are not JSON; a number too large for a float is out of range.
 class _Body(msgspec.Struct, frozen=True, gc=False):
     v: Literal[1]
-    elevator_id: Annotated[str, Meta(pattern=f"^{ELEVATOR_ID_RE.pattern}$")]
+    # \Z, not $: msgspec matches with Python's re, whose $ also matches before a final newline.
+    elevator_id: Annotated[str, Meta(pattern=rf"^{ELEVATOR_ID_RE.pattern}\Z")]
     seq: Annotated[int, Meta(ge=0, le=INT64_MAX)]
     boot: Annotated[int, Meta(ge=-INT64_MAX - 1, le=INT64_MAX)]
     ts: Annotated[datetime, Meta(tz=True)]

@@ -289,15 +289,16 @@ def _attack(
     match name:
         case "oversized":
             return status, _json(body | {"pad": "x" * 70_000}), "oversized"
-        case "deep_array":  # past the JSON parser's recursion limit, within the size limit
-            return status, b"[" * r.randint(300, 3000), "too_deep"
+        case "deep_array":  # refused at its first byte: a body is an object, not a list
+            return status, b"[" * r.randint(300, 3000), "not_an_object"
         case "deep_detail":
             event = json.loads(event_frame(car, body["seq"], "X_FUZZ"))
             return f"elevators/{car}/event", _json(event | {"detail": _nested(40)}), "too_deep"
-        case "nan":
-            return status, _with(body, "NaN"), "out_of_range"
-        case "infinity":
-            return status, _with(body, r.choice(["Infinity", "-Infinity", "1e400"])), "out_of_range"
+        case "nan":  # not JSON
+            return status, _with(body, "NaN"), "bad_json"
+        case "infinity":  # the words are not JSON; a number too large for a float is
+            raw = r.choice(["Infinity", "-Infinity", "1e400"])
+            return status, _with(body, raw), "out_of_range" if raw == "1e400" else "bad_json"
         case "huge_int":
             huge = r.choice([1, -1]) * 10 ** r.randint(19, 400)
             return status, _json(body | {r.choice(["seq", "boot", "floor"]): huge}), "out_of_range"

@@ -90,6 +90,7 @@ def test_online(payload: bytes, online: bool) -> None:
         ("elevators/E-1/event", event_frame("E-1", 1, "OVERSPEED", state="maybe"), "unknown_enum"),
         ("elevators/E-1/online", b"yes", "bad_online_payload"),
         (TOPIC, _status(elevator_id="E\u00011"), "bad_id"),
+        (TOPIC, _status(elevator_id="E-1\n"), "bad_id"),
         (TOPIC, _status(elevator_id="E" * 65), "bad_id"),
         (TOPIC, b'{"v": 1, "elevator_id": "E\xff1"}', "bad_encoding"),
         (TOPIC, b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "too_deep"),
