@@ -149,8 +149,8 @@ class LibmosquittoSession:
 
     def receive(self, timeout: float) -> list[RawMessage]:
         deadline = time.monotonic() + timeout
+        metrics.BROKER_UP.set(self.connected)
         while True:
-            metrics.BROKER_UP.set(self.connected)
             try:
                 entries = self._reader.read()
             except Exception:

@@ -1,9 +1,9 @@
 """A write-ahead journal of received MQTT messages: written by the receiver process, read in
 order by the gateway's pipeline.
 
-libmosquitto acknowledges a QoS 1 message as soon as our callback returns, not when we say
-so. So the receiver's callback appends the message here first: one `write(2)` into the page
-cache, which outlives a crash of the gateway (kill -9, OOM, a bug); the writer fsyncs every
+libmosquitto acknowledges a QoS 1 message itself, not when we say so. So the receiver
+appends each burst of messages here before their PUBACKs can leave: one `write(2)` into the
+page cache, which outlives a crash of the gateway (kill -9, OOM, a bug); the writer fsyncs every
 `fsync_interval_s`, which bounds what a crash of the machine can take. The pipeline reads
 the segments in order (what a previous run left comes first, by name) and deletes a segment
 once it has read all of it and every message in it is durable further down the line
@@ -71,10 +71,6 @@ class JournalWriter:
         self._closed = threading.Event()
         self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
         self._syncer.start()
-
-    def append(self, topic: bytes, payload: bytes, received_at: float) -> None:
-        """Journal one message (before it is acknowledged)."""
-        self.append_many([(topic, payload)], received_at)
 
     def append_many(self, messages: list[tuple[bytes, bytes]], received_at: float) -> None:
         """Journal these messages (topic, payload), in order and in one write: all or none

@@ -27,7 +27,7 @@ from tests.conftest import Broker, Device, VictoriaMetrics, publish_all, status_
 
 def _write(writer: JournalWriter, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
-        writer.append(f"elevators/E{i}/status".encode(), b"frame %d" % i, 1000.0 + i)
+        writer.append_many([(f"elevators/E{i}/status".encode(), b"frame %d" % i)], 1000.0 + i)
 
 
 def _read_all(reader: JournalReader) -> list:
@@ -107,7 +107,7 @@ def test_a_torn_last_record_of_a_dead_run_is_skipped(tmp_path: Path) -> None:
 def test_a_batch_is_written_as_a_record_each(tmp_path: Path) -> None:
     writer = JournalWriter(tmp_path)
     writer.append_many([(b"a/1", b"one"), (b"a/2", b"two")], 1000.0)
-    writer.append(b"a/3", b"three", 1001.0)
+    writer.append_many([(b"a/3", b"three")], 1001.0)
     entries = _read_all(JournalReader(tmp_path))
     assert [(e.topic, e.payload, e.received_at) for e in entries] == [
         ("a/1", b"one", 1000.0),
