@@ -280,6 +280,7 @@ class Gateway:
                 if self.pipeline.pending >= batch_size:
                     self._flush()
                     oldest = None
+            self.pipeline.publish_counts()
             if oldest is not None and time.monotonic() >= oldest + interval:
                 self._flush()
                 oldest = None

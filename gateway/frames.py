@@ -23,8 +23,8 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 INT64_MAX: Final = 2**63 - 1
 # Device clocks further off than this are not plausible: the frame is rejected, not just
 # flagged (skew beyond 5 minutes is only flagged, by the pipeline).
-MAX_FUTURE: Final = timedelta(days=1)
-MAX_PAST: Final = timedelta(days=30)
+MAX_FUTURE_S: Final = timedelta(days=1).total_seconds()
+MAX_PAST_S: Final = timedelta(days=30).total_seconds()
 
 ELEVATOR_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # For the HTTP API's and the rule files' (pydantic) models.
@@ -139,6 +139,9 @@ class Frame:
     body: StatusBody | EventBody | None  # None for `online`
     online: bool | None = None  # only for `online`
     payload: bytes = b""  # the message as sent (b"" for frames made up by rule test cases)
+    # received_at minus the device's ts, seconds (0 for `online`): time in transit plus the
+    # device clock's error. Computed once by decode for the checks and the stored rx_lag_ms.
+    lag_s: float = 0.0
 
 
 def as_sent(frame: Frame) -> dict[str, Any]:
@@ -224,12 +227,12 @@ def decode(
         return reject("too_deep", "nested too deeply to parse")
     if body.elevator_id != elevator_id:
         return reject("spoofed_id", f"body elevator_id {body.elevator_id!r} is not the topic's")
-    offset = body.ts - received_at
-    if offset > MAX_FUTURE or -offset > MAX_PAST:
+    lag = (received_at - body.ts).total_seconds()
+    if -lag > MAX_FUTURE_S or lag > MAX_PAST_S:
         return reject(
             "timestamp_out_of_range", f"ts {body.ts.isoformat()} is implausibly far from now"
         )
-    return Frame(kind, elevator_id, received_at, body, None, payload)  # type: ignore[arg-type]
+    return Frame(kind, elevator_id, received_at, body, None, payload, lag)  # type: ignore[arg-type]
 
 
 _AT: Final = " - at `$."

@@ -173,10 +173,11 @@ class LibmosquittoSession:
     def _messages(self, entries: list[Entry]) -> list[RawMessage]:
         messages = []
         new = 0
+        now = self._clock.now()  # one reading per read: the entries arrived moments ago
         for entry in entries:
             this_run = entry.segment >= self._recovering_below
             new += this_run
-            received_at = self._clock.now() if this_run else self._received_before(entry)
+            received_at = now if this_run else self._received_before(entry)
             ack = AckToken(entry.segment, 1)
             messages.append(RawMessage(entry.topic, entry.payload, received_at, ack))
         self._read.value += new  # this run's only: the receiver counts what it wrote
@@ -223,7 +224,7 @@ class LibmosquittoSession:
 
     def _received_before(self, entry: Entry) -> datetime:
         """A previous run's entry: when it arrived, mapped onto the clock (this run's are
-        read within moments of arrival and get the clock's now, one reading each)."""
+        read within moments of arrival and get the clock's now, one reading per read)."""
         try:
             return at_wall(self._clock, entry.received_at)
         except (OverflowError, ValueError):

@@ -8,6 +8,9 @@ from gateway.frames import REASONS
 
 FRAMES_IN = Counter("gateway_frames_received_total", "MQTT messages received", ["kind"])
 FRAMES_ACCEPTED = Counter("gateway_frames_accepted_total", "Valid, new frames passed on", ["kind"])
+for _kind in ("status", "event", "online"):  # at 0 from the start, not from the first frame
+    FRAMES_IN.labels(_kind)
+    FRAMES_ACCEPTED.labels(_kind)
 FRAMES_REJECTED = Counter(
     "gateway_frames_rejected_total", "Messages rejected and dead-lettered", ["reason"]
 )

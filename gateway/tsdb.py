@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 from influxdb_client import InfluxDBClient, WritePrecision
@@ -48,8 +48,7 @@ def _str_field(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
+_BOOL: Final = ("false", "true")  # indexed by a bool
 
 
 def _ns(ts: datetime) -> int:
@@ -66,21 +65,21 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
     body = frame.body
     if isinstance(body, StatusBody):
         ts_ns = _ns(body.ts)
-        lag = (frame.received_at - body.ts).total_seconds() * 1000
+        lag = frame.lag_s * 1000
         line = (
             f"elevator_status,elevator_id={eid}{extra_tags} floor={body.floor}i,"
-            f'moving={_bool(body.moving)},direction="{body.direction}",'
-            f'speed_mps={float(body.speed_mps)!r},door="{body.door}",'
-            f"door_code={_DOOR_CODE[body.door]}i,door_zone={_bool(body.door_zone)},"
-            f"occupied={_bool(body.occupied)},load_pct={float(body.load_pct)!r},"
-            f'mode="{body.mode}",alarm_button={_bool(body.alarm_button)},'
+            f'moving={_BOOL[body.moving]},direction="{body.direction}",'
+            f'speed_mps={body.speed_mps!r},door="{body.door}",'
+            f"door_code={_DOOR_CODE[body.door]}i,door_zone={_BOOL[body.door_zone]},"
+            f"occupied={_BOOL[body.occupied]},load_pct={body.load_pct!r},"
+            f'mode="{body.mode}",alarm_button={_BOOL[body.alarm_button]},'
             f'power="{body.power}",safety_circuit="{body.safety_circuit}",'
             f"seq={body.seq}i,rx_lag_ms={lag!r} {ts_ns}"
         )
         return Point("elevator_status", eid, ts_ns, line)
     if isinstance(body, EventBody):
         ts_ns = _ns(body.ts)
-        lag = (frame.received_at - body.ts).total_seconds() * 1000
+        lag = frame.lag_s * 1000
         detail = _str_field(json.dumps(body.detail, separators=(",", ":")) if body.detail else "")
         line = (
             f"elevator_event,elevator_id={eid}{extra_tags},code={body.code},state={body.state} "
@@ -89,7 +88,7 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
         return Point("elevator_event", eid, ts_ns, line)
     ts_ns = _ns(frame.received_at)
     line = (
-        f"elevator_online,elevator_id={eid}{extra_tags} online={_bool(bool(frame.online))} {ts_ns}"
+        f"elevator_online,elevator_id={eid}{extra_tags} online={_BOOL[bool(frame.online)]} {ts_ns}"
     )
     return Point("elevator_online", eid, ts_ns, line)
 
@@ -100,7 +99,7 @@ def incident_point(incident: Incident) -> Point:
     fields = f"state={_str_field(incident.state)}"
     if incident.arrival_s is not None:
         fields += f",arrival_s={float(incident.arrival_s)!r}"
-    fields += f",breached={_bool(incident.sla == 'breached')}"
+    fields += f",breached={_BOOL[incident.sla == 'breached']}"
     line = (
         f"incident,elevator_id={incident.elevator_id},kind={escape_tag(incident.kind)},"
         f"severity={incident.severity} {fields} {ts_ns}"

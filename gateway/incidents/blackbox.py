@@ -15,6 +15,7 @@ from typing import Any, Final
 from gateway.frames import EventBody, Frame, StatusBody, as_sent
 
 WINDOW: Final = timedelta(seconds=120)
+_WINDOW_US: Final = WINDOW // timedelta(microseconds=1)
 
 _FLAGS: Final = ("moving", "door_zone", "occupied", "alarm_button")  # one bit each
 _CHOICES: Final = (  # each the index of its value, in as few bits as its values need
@@ -54,15 +55,13 @@ def _at(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
-def _pack(received_at: datetime, b: StatusBody) -> bytes:
+def _pack(received_us: int, b: StatusBody) -> bytes:
     packed = (
         b.moving | b.door_zone << 1 | b.occupied << 2 | b.alarm_button << 3  # _FLAGS
         | _DIRECTION[b.direction] | _DOOR[b.door] | _MODE[b.mode] | _POWER[b.power]
         | _SAFETY[b.safety_circuit]
     )  # fmt: skip
-    return _RECORD.pack(
-        _us(received_at), _us(b.ts), b.seq, b.floor, packed, b.speed_mps, b.load_pct
-    )
+    return _RECORD.pack(received_us, _us(b.ts), b.seq, b.floor, packed, b.speed_mps, b.load_pct)
 
 
 def _unpack(record: bytes, elevator_id: str) -> dict[str, Any]:
@@ -83,11 +82,12 @@ class BlackBox:
 
     def record(self, frame: Frame) -> None:
         body = frame.body
-        cutoff = frame.received_at - WINDOW
         if isinstance(body, StatusBody):
-            ring = self._status.get(frame.elevator_id, b"") + _pack(frame.received_at, body)
-            self._status[frame.elevator_id] = self._trimmed(ring, _us(cutoff))
+            received_us = _us(frame.received_at)
+            ring = self._status.get(frame.elevator_id, b"") + _pack(received_us, body)
+            self._status[frame.elevator_id] = self._trimmed(ring, received_us - _WINDOW_US)
         elif isinstance(body, EventBody):
+            cutoff = frame.received_at - WINDOW
             events = self._events.setdefault(frame.elevator_id, [])
             events.append((frame.received_at, as_sent(frame)))
             events[:] = [e for e in events if e[0] >= cutoff]
