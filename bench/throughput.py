@@ -49,6 +49,9 @@ from tests.services import free_port, make_broker, make_vm
 
 
 def _frame(eid: str, seq: int, ts: str) -> bytes:
+    """A car at work: moving on every other frame, stopped at a landing with its door open
+    on the others."""
+    moving = seq % 2 == 0
     return json.dumps(
         {
             "v": 1,
@@ -57,11 +60,11 @@ def _frame(eid: str, seq: int, ts: str) -> bytes:
             "boot": 1,
             "ts": ts,
             "floor": seq % 20,
-            "moving": seq % 2 == 0,
+            "moving": moving,
             "direction": "up",
-            "speed_mps": 1.0,
-            "door": "closed",
-            "door_zone": False,
+            "speed_mps": 1.0 if moving else 0.0,
+            "door": "closed" if moving else "open",  # a stop is at a landing, door open
+            "door_zone": not moving,
             "occupied": True,
             "load_pct": 30.0,
             "mode": "normal",

@@ -365,6 +365,11 @@ class _Receiver:
         props = PropertyFactory.INT32(
             MQTT5PropertyID.SESSION_EXPIRY_INTERVAL, self._config.session_expiry_s
         )
+        # Receive Maximum: without it Mosquitto keeps its max_inflight_messages (20) in flight
+        # to us, and each burst waits for the PUBACKs of the last.
+        libmosq.mosquitto_property_add_int16(
+            ctypes.byref(props), MQTT5PropertyID.RECEIVE_MAXIMUM, min(self._config.backlog, 65535)
+        )
         try:
             self._client.connect_bind_v5(
                 self._address.host.encode(),
