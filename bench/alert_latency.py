@@ -10,7 +10,8 @@ window), a SQLite store and the packaged rules with their real holds (20 s, 30 s
    bench/throughput.py), then the gateway starts and drains them; frames/s from its
    /metrics (`gateway_frames_accepted_total`).
 2. Load: for --duration seconds, publisher processes send status frames of the same fleet,
-   paced at --load x that rate, QoS 1 (the cars alternate moving and stopped, as in 1).
+   paced at --load x that rate, QoS 1 (the cars alternate moving and stopped at a landing
+   with the door open, as in 1).
 3. Meanwhile --entrapments other elevators, their alerts falling due evenly over the run and
    cycling over the four status entrapment rules (between floors, at a landing, power cut,
    alarm held), each send a moving frame, then the frame that traps the passenger, then
@@ -61,7 +62,7 @@ _CLIENT_ID = "bench-alert-gateway"
 _KEEPALIVE_S = 5.0  # a trapped car goes on reporting its state
 _PRELUDE_S = 2.0  # the moving frame before the one that traps
 
-# A car of the fleet, as bench/throughput.py's frames (moving on even seqs).
+# A car stopped between floors with a passenger, door closed: what the traps start from.
 _BASE: dict[str, Any] = {
     "v": 1,
     "boot": 1,
@@ -87,6 +88,7 @@ _TRAPS: dict[str, dict[str, Any]] = {
     "alarm_held": {"door": "open", "door_zone": True, "alarm_button": True},
 }
 _MOVING = {"moving": True, "direction": "up", "speed_mps": 1.0, "door_zone": False}
+_AT_LANDING = {"door": "open", "door_zone": True}  # the fleet's stops: as bench/throughput.py
 
 
 def _status(eid: str, seq: int, ts: str, **fields: Any) -> bytes:
@@ -119,14 +121,14 @@ def _paced(
     t0 = time.time()
     while (elapsed := time.time() - t0) < duration:
         ts = datetime.now(UTC).isoformat()
-        moving = _MOVING if seq % 2 == 0 else {}
+        moving = _MOVING if seq % 2 == 0 else _AT_LANDING
         for _ in range(int(elapsed * per_s) - n):
             client.publish(topics[i], _status(mine[i], seq, ts, **moving), qos=1)
             n += 1
             i += 1
             if i == len(mine):
                 i, seq = 0, seq + 1
-                moving = _MOVING if seq % 2 == 0 else {}
+                moving = _MOVING if seq % 2 == 0 else _AT_LANDING
         while len(client._out_messages) > 5000:  # the broker is behind: do not pile up
             time.sleep(0.001)
         time.sleep(0.005)

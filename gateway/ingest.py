@@ -19,7 +19,8 @@ import queue
 import random
 import ssl
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -307,26 +308,26 @@ class Publisher:
         self._client.connect_async(self._address.host, self._address.port, keepalive=30)
         self._client.loop_start()
 
-    def publish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        wait_s: float | None = None,
-    ) -> bool:
-        """Queue a message (paho sends it on reconnect if the broker is away). With `wait_s`,
-        wait that long for the broker's acknowledgement and say whether it came."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        self._last = info
-        if wait_s is None:
-            return True
-        try:
-            info.wait_for_publish(wait_s)
-        except (RuntimeError, ValueError):
-            return False
-        return info.is_published()
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
+        """Queue a message (paho sends it on reconnect if the broker is away)."""
+        self._last = self._client.publish(topic, payload, qos=qos)
+
+    def publish_in_order(self, messages: Sequence[tuple[str, bytes, bool]], wait_s: float) -> int:
+        """Send (topic, payload, retain) messages at QoS 1 all at once, then wait up to
+        `wait_s` for their acknowledgements in order: one round trip for the lot, not one
+        each. Returns how many, from the first, the broker acknowledged."""
+        infos = [self._client.publish(t, p, qos=1, retain=r) for t, p, r in messages]
+        if infos:
+            self._last = infos[-1]
+        deadline = time.monotonic() + wait_s
+        for acknowledged, info in enumerate(infos):
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # not queued: the client is disconnected
+                return acknowledged
+            if not info.is_published():
+                return acknowledged
+        return len(infos)
 
     def close(self, timeout: float = 5.0) -> None:
         # Messages go out in order: once the last one is sent, all before it were too.

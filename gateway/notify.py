@@ -147,27 +147,33 @@ class Notifier:
         delivered = 0
         # Gateways sharing a store share the outbox: one of them delivers at a time.
         with self._store.claim_outbox(self._clock.now()) as claim:
-            for message in claim.messages:
-                ok = self._mqtt(message) if message.channel == "mqtt" else self._webhook(message)
+            # MQTT first (a slow webhook must not hold dispatch up), and in order: what follows
+            # a message that did not go out stays in the outbox with it, with no backoff, or a
+            # later state would overtake it (sent again next time; alert ids dedup).
+            mqtt = [m for m in claim.messages if m.channel == "mqtt"]
+            sent = self._mqtt(mqtt)
+            for message in mqtt[:sent]:
                 assert message.id is not None
-                if ok:
+                claim.done(message.id)
+            delivered += sent
+            for message in claim.messages:
+                if message.channel == "mqtt":
+                    continue
+                assert message.id is not None
+                if self._webhook(message):
                     claim.done(message.id)
                     delivered += 1
                     continue
-                if message.channel == "mqtt":
-                    # Keep MQTT order: nothing after a message that did not go out, and no
-                    # backoff for it either, or a later state would overtake it next time.
-                    break
                 attempts = message.attempts + 1
                 delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
                 claim.retry(message.id, attempts, self._clock.now() + delay)
         return delivered
 
-    def _mqtt(self, message: OutboxMessage) -> bool:
-        if not self._publisher.connected:
-            return False
-        return self._publisher.publish(
-            message.target, message.payload, retain=message.retain, wait_s=5
+    def _mqtt(self, messages: list[OutboxMessage]) -> int:
+        if not messages or not self._publisher.connected:
+            return 0
+        return self._publisher.publish_in_order(
+            [(m.target, m.payload, m.retain) for m in messages], wait_s=5
         )
 
     def _webhook(self, message: OutboxMessage) -> bool:
