@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import queue
+import sys
 import threading
 import time
 from types import TracebackType
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
 _REGISTRY_REFRESH_S = 60.0
+_SWITCH_INTERVAL_S = 0.001
 
 
 class StartError(RuntimeError):
@@ -143,6 +145,10 @@ class Gateway:
         # 75 ms, each one added to an alert's latency. (Garbage collected first, not kept.)
         gc.collect()
         gc.freeze()
+        # An alert passes several threads (pipeline, notifier, the publisher's network loop),
+        # each waiting for the GIL while the pipeline is busy: up to the switch interval per
+        # hand-over (5 ms by default).
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         log.info(
             "gateway_started",
             mqtt=redact_url(s.mqtt_url),
