@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -127,6 +127,7 @@ class EventBody(_Body, frozen=True):
 
 
 Kind = Literal["status", "event", "online"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 
 @dataclass(slots=True)  # not frozen: one per message, and frozen costs 3x to build

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.frames import REASONS
+from gateway.frames import KINDS, REASONS
 
 FRAMES_IN = Counter("gateway_frames_received_total", "MQTT messages received", ["kind"])
 FRAMES_ACCEPTED = Counter("gateway_frames_accepted_total", "Valid, new frames passed on", ["kind"])
-for _kind in ("status", "event", "online"):  # at 0 from the start, not from the first frame
+for _kind in KINDS:  # at 0 from the start, not from the first frame
     FRAMES_IN.labels(_kind)
     FRAMES_ACCEPTED.labels(_kind)
 FRAMES_REJECTED = Counter(

@@ -16,7 +16,7 @@ import structlog
 from gateway import metrics
 from gateway.deadletter import DeadLetter
 from gateway.dedup import Dedup
-from gateway.frames import MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
+from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
 from gateway.ingest import AckToken, RawMessage
 from gateway.ratelimit import RateLimiter
 from gateway.spool import Point
@@ -25,8 +25,6 @@ from gateway.tsdb import DurableWriter, to_point
 log = structlog.get_logger(__name__)
 
 CLOCK_SKEW_LIMIT_S: Final = timedelta(minutes=5).total_seconds()
-
-_KINDS: Final = ("status", "event", "online")
 
 Consumer = Callable[[Frame], None]
 TagsFor = Callable[[str], str]
@@ -56,8 +54,8 @@ class Pipeline:
         self._acks: list[AckToken] = []
         # Counted here, published to Prometheus per batch of messages (`publish_counts`): its
         # counters take a lock on every inc, which cost 1 µs per frame.
-        self._received = dict.fromkeys(_KINDS, 0)
-        self._accepted = dict.fromkeys(_KINDS, 0)
+        self._received = dict.fromkeys(KINDS, 0)
+        self._accepted = dict.fromkeys(KINDS, 0)
 
     @property
     def pending(self) -> int:
