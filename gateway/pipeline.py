@@ -97,7 +97,6 @@ class Pipeline:
         once they are durable. Rejections are made durable here (on failure nothing is
         taken, and everything stays pending for the next attempt)."""
         self._deadletter.flush()
-        self.publish_counts()
         points, acks = self._points, self._acks
         self._points, self._acks = [], []
         return points, acks
@@ -109,7 +108,8 @@ class Pipeline:
         return acks
 
     def publish_counts(self) -> None:
-        """The frames counted since the last call, to Prometheus (`take` calls it too)."""
+        """The frames counted since the last call, to Prometheus (the worker calls it after
+        each batch of messages it receives)."""
         for counts, counter in (
             (self._received, metrics.FRAMES_IN),
             (self._accepted, metrics.FRAMES_ACCEPTED),
