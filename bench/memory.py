@@ -2,7 +2,12 @@
 limit, dedup, black box, rule engine state and timers, last online state), filled by real
 frames for N distinct elevators, against the same process before the frames (the baseline).
 
-    python bench/memory.py --elevators 100000 --frames-per-elevator 3
+In steady state: each elevator reports every --every-s seconds (10, the fleet's cadence)
+for the black box's whole window (120 s), so the black box holds as many frames as it does
+in service.
+
+    python bench/memory.py --elevators 100000
+    python bench/memory.py --elevators 100000 --every-s 5
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import json
 import resource
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import logs
+from gateway.incidents.blackbox import WINDOW
 from gateway.ingest import AckToken, RawMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,17 +42,19 @@ def _rss_kib() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--elevators", type=int, default=100_000)
-    parser.add_argument("--frames-per-elevator", type=int, default=3)
+    parser.add_argument("--every-s", type=float, default=10.0, help="each elevator's cadence")
     args = parser.parse_args()
+    rounds = int(WINDOW / timedelta(seconds=args.every_s)) + 1
     logs.configure("warning")
 
     work = Path(tempfile.mkdtemp(prefix="bench-mem-"))
     now = datetime.now(UTC)
     pipeline = build_pipeline(work, now)
-    ts = now.isoformat()
     gc.collect()
     baseline = _rss_kib()
-    for seq in range(args.frames_per_elevator):
+    for seq in range(rounds):
+        at = now + timedelta(seconds=seq * args.every_s)
+        ts = at.isoformat()
         for n in range(args.elevators):
             eid = f"M{n:07d}"
             body = {"v": 1, "elevator_id": eid, "seq": seq, "boot": 1, "ts": ts,
@@ -56,7 +64,7 @@ def main() -> None:
                     "alarm_button": False, "power": "mains",
                     "safety_circuit": "closed"}  # fmt: skip
             raw = RawMessage(
-                f"elevators/{eid}/status", json.dumps(body).encode(), now, AckToken(n, 1)
+                f"elevators/{eid}/status", json.dumps(body).encode(), at, AckToken(n, 1)
             )
             pipeline.process(raw)
             if n % 5000 == 4999:
@@ -64,7 +72,10 @@ def main() -> None:
         pipeline.flush()
     gc.collect()
     used = _rss_kib() - baseline
-    print(f"tracked elevators: {pipeline.tracked_elevators:,}")
+    print(
+        f"tracked elevators: {pipeline.tracked_elevators:,}, {rounds} frames each, "
+        f"{args.every_s:g} s apart"
+    )
     print(f"RSS before frames (baseline): {baseline / 1024:.1f} MiB")
     print(
         f"RSS added by {args.elevators:,} elevators: {used / 1024:.1f} MiB "
