@@ -2,9 +2,11 @@
 limit, dedup, black box, rule engine state and timers, last online state), filled by real
 frames for N distinct elevators, against the same process before the frames (the baseline).
 
-In steady state: each elevator reports every --every-s seconds (10, the fleet's cadence)
-for the black box's whole window (120 s), so the black box holds as many frames as it does
-in service.
+Reported twice: after each elevator's first frame (its tracking state: rate limit, dedup
+window, rule state and timers, last online state, and a black box of one frame), and in
+steady state, after it has reported every --every-s seconds (10, the fleet's cadence) for
+the black box's whole window (120 s), so the black box holds as many frames as it does in
+service.
 
     python bench/memory.py --elevators 100000
     python bench/memory.py --elevators 100000 --every-s 5
@@ -52,6 +54,7 @@ def main() -> None:
     pipeline = build_pipeline(work, now)
     gc.collect()
     baseline = _rss_kib()
+    first = 0
     for seq in range(rounds):
         at = now + timedelta(seconds=seq * args.every_s)
         ts = at.isoformat()
@@ -70,17 +73,19 @@ def main() -> None:
             if n % 5000 == 4999:
                 pipeline.flush()
         pipeline.flush()
-    gc.collect()
+        gc.collect()
+        first = first or _rss_kib() - baseline
     used = _rss_kib() - baseline
     print(
         f"tracked elevators: {pipeline.tracked_elevators:,}, {rounds} frames each, "
         f"{args.every_s:g} s apart"
     )
     print(f"RSS before frames (baseline): {baseline / 1024:.1f} MiB")
-    print(
-        f"RSS added by {args.elevators:,} elevators: {used / 1024:.1f} MiB "
-        f"= {used * 1024 / args.elevators:.0f} bytes per elevator (target <= 1024)"
-    )
+    for what, kib in (("after the first frame", first), (f"after {rounds} frames", used)):
+        print(
+            f"RSS added by {args.elevators:,} elevators {what}: {kib / 1024:.1f} MiB "
+            f"= {kib * 1024 / args.elevators:.0f} bytes per elevator (target <= 1024)"
+        )
 
 
 if __name__ == "__main__":
