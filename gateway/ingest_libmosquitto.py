@@ -174,11 +174,13 @@ class LibmosquittoSession:
         messages = []
         new = 0
         now = self._clock.now()  # one reading per read: the entries arrived moments ago
+        ack = AckToken(-1, 1)  # one per segment, not per message: a read spans one or two
         for entry in entries:
             this_run = entry.segment >= self._recovering_below
             new += this_run
             received_at = now if this_run else self._received_before(entry)
-            ack = AckToken(entry.segment, 1)
+            if ack.mid != entry.segment:
+                ack = AckToken(entry.segment, 1)
             messages.append(RawMessage(entry.topic, entry.payload, received_at, ack))
         self._read.value += new  # this run's only: the receiver counts what it wrote
         return messages
