@@ -35,6 +35,12 @@ SPOOL_AGE = Gauge("gateway_spool_oldest_age_seconds", "Age of the oldest spooled
 SPOOL_DROPPED = Counter(
     "gateway_spool_dropped_points_total", "Telemetry dropped because the spool was full"
 )
+ALERT_DELIVERY_SECONDS = Histogram(
+    "gateway_alert_delivery_seconds",
+    "From an alert falling due (a rule's hold passed, an incident reported) to the broker's "
+    "acknowledgement of it on dispatch/alerts",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 BROKER_UP = Gauge("gateway_broker_connected", "1 while the ingest MQTT session is connected")
 QUEUE_DEPTH = Gauge("gateway_ingest_queue", "Messages received and not yet processed")
 ELEVATORS_WITH_OPEN_INCIDENTS = Gauge(

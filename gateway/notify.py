@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.incidents.model import Incident, iso_utc, to_json
 from gateway.ingest import Publisher
@@ -152,9 +153,13 @@ class Notifier:
             # later state would overtake it (sent again next time; alert ids dedup).
             mqtt = [m for m in claim.messages if m.channel == "mqtt"]
             sent = self._mqtt(mqtt)
+            acknowledged_at = self._clock.now()
             for message in mqtt[:sent]:
                 assert message.id is not None
                 claim.done(message.id)
+                if message.target == ALERTS_TOPIC and message.created_at is not None:
+                    late = (acknowledged_at - message.created_at).total_seconds()
+                    metrics.ALERT_DELIVERY_SECONDS.observe(max(0.0, late))
             delivered += sent
             for message in claim.messages:
                 if message.channel == "mqtt":

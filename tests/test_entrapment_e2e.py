@@ -10,6 +10,8 @@ import json
 import time
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from gateway.app import Gateway
 from gateway.clock import FixedClock
 from tests.conftest import Device, Subscriber, status_frame, wait_for
@@ -21,6 +23,13 @@ TICKS = 0.3  # real seconds: many ticks of the worker (every 20 ms) after the cl
 def _alerts(sub: Subscriber, elevator_id: str, kind: str) -> list[dict[str, object]]:
     found = (json.loads(p) for _t, p in sub.messages)
     return [a for a in found if a["elevator_id"] == elevator_id and a["kind"] == kind]
+
+
+def _delivery() -> tuple[float, float]:
+    """gateway_alert_delivery_seconds: (count, sum)."""
+    name = "gateway_alert_delivery_seconds"
+    count = REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    return count, REGISTRY.get_sample_value(f"{name}_sum") or 0.0
 
 
 def test_trapped_between_floors_alerts_once_within_hold_plus_one_second(
@@ -43,8 +52,12 @@ def test_trapped_between_floors_alerts_once_within_hold_plus_one_second(
         clock.advance(19.9)
         time.sleep(TICKS)
         assert _alerts(alerts, trapped, "entrapment") == []  # not before the hold
+        delivered_before = _delivery()
         clock.advance(1.1)
         wait_for(lambda: _alerts(alerts, trapped, "entrapment"))
+        # Operators see alert latency on /metrics: acknowledged 1 s (on this clock) after due.
+        wait_for(lambda: _delivery()[0] == delivered_before[0] + 1)
+        assert _delivery()[1] - delivered_before[1] == 1.0
         # 40 s more: both cars fall silent (offline, a positive sign the clock was read), and
         # nothing else may fire for the entrapment.
         clock.advance(40)

@@ -66,6 +66,7 @@ class OutboxMessage:
     retain: bool = False
     id: int | None = None
     attempts: int = 0
+    created_at: datetime | None = None  # set once stored: when the change it reports happened
 
 
 # A change of one stored incident, applied under its row lock: the incident after the change
@@ -364,7 +365,9 @@ class Store:
         with self.engine.connect() as held:
             messages = (
                 [
-                    OutboxMessage(r.channel, r.target, r.payload, r.retain, r.id, r.attempts)
+                    OutboxMessage(
+                        r.channel, r.target, r.payload, r.retain, r.id, r.attempts, r.created_at
+                    )
                     for r in held.execute(query)
                 ]
                 if _lock(held, _OUTBOX_LOCK, wait=False)
