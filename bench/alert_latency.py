@@ -96,14 +96,14 @@ _MOVING = {"moving": True, "direction": "up", "speed_mps": 1.0, "door_zone": Fal
 _AT_LANDING = {"door": "open", "door_zone": True}  # the fleet's stops: as bench/throughput.py
 
 
-def _status(eid: str, seq: int, ts: str, **fields: Any) -> bytes:
-    return json.dumps(_BASE | {"elevator_id": eid, "seq": seq, "ts": ts} | fields).encode()
-
-
 def _template(eid: str, **fields: Any) -> bytes:
-    """`_status` as a %-template of (seq, ts): the load processes format, not serialise."""
+    """A status frame as a %-template of (seq, ts): the load processes format, not serialise."""
     text = json.dumps(_BASE | {"elevator_id": eid, "seq": 0, "ts": ""} | fields)
     return text.replace('"seq": 0', '"seq": %d').replace('"ts": ""', '"ts": "%s"').encode()
+
+
+def _status(eid: str, seq: int, ts: str, **fields: Any) -> bytes:
+    return _template(eid, **fields) % (seq, ts.encode())
 
 
 def _paced(

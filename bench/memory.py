@@ -73,8 +73,10 @@ def main() -> None:
             if n % 5000 == 4999:
                 pipeline.flush()
         pipeline.flush()
-        gc.collect()
-        first = first or _rss_kib() - baseline
+        if seq == 0:
+            gc.collect()
+            first = _rss_kib() - baseline
+    gc.collect()
     used = _rss_kib() - baseline
     print(
         f"tracked elevators: {pipeline.tracked_elevators:,}, {rounds} frames each, "

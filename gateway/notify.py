@@ -152,6 +152,7 @@ class Notifier:
             # a message that did not go out stays in the outbox with it, with no backoff, or a
             # later state would overtake it (sent again next time; alert ids dedup).
             mqtt = [m for m in claim.messages if m.channel == "mqtt"]
+            webhooks = [m for m in claim.messages if m.channel != "mqtt"]
             sent = self._mqtt(mqtt)
             acknowledged_at = self._clock.now()
             for message in mqtt[:sent]:
@@ -161,9 +162,7 @@ class Notifier:
                     late = (acknowledged_at - message.created_at).total_seconds()
                     metrics.ALERT_DELIVERY_SECONDS.observe(max(0.0, late))
             delivered += sent
-            for message in claim.messages:
-                if message.channel == "mqtt":
-                    continue
+            for message in webhooks:
                 assert message.id is not None
                 if self._webhook(message):
                     claim.done(message.id)
