@@ -62,8 +62,6 @@ class CitizenDesk:
         """Whether `client` (its address) may send another report now."""
         now_s = now.timestamp()
         with self._lock:
-            if len(self._limiter) > _MAX_REMEMBERED:
-                self._limiter.forget_full(now_s)
             decision = self._limiter.check(client, now_s)
         if decision.first_refusal:
             log.warning("public_reports_rate_limited", client=client)

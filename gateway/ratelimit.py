@@ -6,12 +6,15 @@ because a device that was offline legitimately sends its backlog when it reconne
 Held for every elevator of the fleet, so a bucket is one number: the time at which it is full
 again (the generic cell rate algorithm, GCRA). It holds `burst - (full_at - now) * rate`
 tokens; taking one moves `full_at` on by `1 / rate`. A bucket that is full again is the same
-as a missing one.
+as a missing one, so every `_FORGET_EVERY_S` the full ones are dropped: the limiter holds the
+keys seen lately (a device at the fleet's cadence is full again within 1 / rate), not all.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
+
+_FORGET_EVERY_S: Final = 1.0
 
 
 class Decision(NamedTuple):
@@ -29,8 +32,12 @@ class RateLimiter:
         self._interval = 1.0 / rate  # the time one token takes to come back
         self._full_at: dict[str, float] = {}
         self._refusing: set[str] = set()  # keys in a refusal episode (few)
+        self._forget_at = float("-inf")
 
     def check(self, key: str, now_s: float) -> Decision:
+        if now_s >= self._forget_at:
+            self.forget_full(now_s)
+            self._forget_at = now_s + _FORGET_EVERY_S
         full_at = max(self._full_at.get(key, now_s), now_s)
         if self._burst - (full_at - now_s) * self._rate >= 1.0:
             self._full_at[key] = full_at + self._interval
@@ -46,6 +53,6 @@ class RateLimiter:
 
     def forget_full(self, now_s: float) -> None:
         """Drop the buckets that have refilled: a full bucket acts as a missing one, so this
-        bounds memory (e.g. one bucket per client address) without changing any decision."""
+        bounds memory without changing any decision."""
         self._full_at = {key: at for key, at in self._full_at.items() if at > now_s}
         self._refusing &= self._full_at.keys()

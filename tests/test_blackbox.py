@@ -13,6 +13,7 @@ from gateway.frames import Frame, StatusBody, decode
 from gateway.incidents.blackbox import WINDOW, BlackBox
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+AHEAD, LATE = timedelta(hours=23), timedelta(days=29)
 
 bodies = st.fixed_dictionaries(
     {
@@ -34,8 +35,9 @@ bodies = st.fixed_dictionaries(
 )
 
 
-def _frame(seq: int, fields: dict, at: datetime) -> Frame:
-    body = {"v": 1, "elevator_id": "BB1", "seq": seq, "boot": 1, "ts": at.isoformat(), **fields}
+def _frame(seq: int, fields: dict, at: datetime, ts: datetime | None = None) -> Frame:
+    sent_at = (ts or at).isoformat()
+    body = {"v": 1, "elevator_id": "BB1", "seq": seq, "boot": 1, "ts": sent_at, **fields}
     frame = decode("elevators/BB1/status", json.dumps(body).encode(), at)
     assert isinstance(frame, Frame) and isinstance(frame.body, StatusBody)
     return frame
@@ -67,3 +69,37 @@ def _fields() -> dict:
         "door_zone": True, "occupied": False, "load_pct": 0.0, "mode": "normal",
         "alarm_button": False, "power": "mains", "safety_circuit": "closed",
     }  # fmt: skip
+
+
+steps = st.tuples(
+    st.integers(-2_000_000, 40_000_000),  # µs since the frame before; < 0: received_at went back
+    st.sampled_from([0, 1, -999, 2**31, -(10**12), 40_000_000_000]),  # device clock's jump, µs
+    st.sampled_from([1, 0, 5, -3, 40_000, 2**62]),  # seq step (a reboot restarts it)
+)
+
+
+@given(st.lists(st.tuples(steps, bodies), min_size=1, max_size=40))
+def test_any_sequence_of_frames_comes_back_as_a_plain_list_would_keep_it(
+    frames: list[tuple[tuple[int, int, int], dict]],
+) -> None:
+    """Clocks that jump, received_at going back, seq restarting: whatever step the compact
+    records cannot hold is written in full, and the window is the same as a list's."""
+    box, sent = BlackBox(), []
+    rx, offset, seq = NOW - timedelta(minutes=10), timedelta(0), 100
+    for n, ((d_rx, d_offset, d_seq), fields) in enumerate(frames):
+        rx += timedelta(microseconds=d_rx)
+        # within what decoding accepts: a day ahead, 30 days behind
+        offset = min(max(offset + timedelta(microseconds=d_offset), -LATE), AHEAD)
+        seq = min(max(seq + d_seq, 0), 2**63 - 1)
+        sent.append((rx, rx + offset, seq, {**fields, "floor": n}))
+        box.record(_frame(seq, {**fields, "floor": n}, rx, ts=rx + offset))
+    now = max(at for at, *_ in sent)
+    kept = sorted((s for s in sent if s[0] >= now - WINDOW), key=lambda s: s[0])
+    got = box.recent("BB1", now)
+    assert [g["body"]["floor"] for g in got] == [fields["floor"] for *_, fields in kept]
+    for g, (at, ts, seq, fields) in zip(got, kept, strict=True):
+        assert abs(g["received_at"] - at) <= timedelta(microseconds=1)
+        assert abs(datetime.fromisoformat(g["body"]["ts"]) - ts) <= timedelta(microseconds=1)
+        assert g["body"]["seq"] == seq
+        assert {k: g["body"][k] for k in fields} == fields
+    assert box.last("BB1")["body"]["floor"] == len(frames) - 1  # type: ignore[index]

@@ -25,3 +25,13 @@ def test_forgetting_full_buckets_changes_no_decision() -> None:
     limiter.forget_full(1.5)  # A is full again, B holds 1.5 tokens
     assert len(limiter) == 1
     assert limiter.check("B", 1.5).allowed and not limiter.check("B", 1.5).allowed
+
+
+def test_full_buckets_are_forgotten_as_time_goes_on() -> None:
+    """A fleet at its cadence leaves the limiter holding only the buckets taken lately."""
+    limiter = RateLimiter(rate=20.0, burst=600.0)
+    for n in range(1000):
+        assert limiter.check(f"E{n}", 0.5).allowed
+    assert len(limiter) == 1000
+    assert limiter.check("E0", 10.0).allowed
+    assert len(limiter) == 1  # E0's, taken just now

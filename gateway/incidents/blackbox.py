@@ -1,21 +1,29 @@
 """The black box: each elevator's last `WINDOW` of frames, so an incident can keep what led
 up to it.
 
-Held for every elevator in the fleet, so it is compact: one `bytes` per elevator of fixed
-36-byte status records, the enumerations and flags of a frame packed into 16 bits (events,
-which are rare, are kept as small tuples beside it).
+Held for every elevator in the fleet, so it is compact. An elevator's status frames are one
+`bytes`: its newest frame's values, then its frames oldest first, each a step from the one
+before. Most frames (the periodic ones) move only the clocks and seq: 11 bytes. A frame whose
+status changed takes 23; the oldest, and any step too large for its fields (received_at
+going back, a reboot's seq), is written in full, 37. The enumerations and flags of a status
+pack into 16 bits. Events, which are rare, are kept as small tuples beside it.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from gateway.frames import EventBody, Frame, StatusBody, as_sent
 
 WINDOW: Final = timedelta(seconds=120)
+# Frames older than the window are dropped once the oldest is a quarter window past it, a
+# few at once: a third of the work of dropping one a frame. So a frame is held up to HELD.
+HELD: Final = WINDOW * 5 / 4
 _WINDOW_US: Final = WINDOW // timedelta(microseconds=1)
+_SLACK_US: Final = (HELD - WINDOW) // timedelta(microseconds=1)
 
 _FLAGS: Final = ("moving", "door_zone", "occupied", "alarm_button")  # one bit each
 _CHOICES: Final = (  # each the index of its value, in as few bits as its values need
@@ -43,8 +51,19 @@ _PACKED: Final = _layout()
 _DIRECTION, _DOOR, _MODE, _POWER, _SAFETY = (
     {v: i << shift for i, v in enumerate(values)} for _, values, shift, _ in _PACKED
 )
-# received_at µs, device ts µs, seq, floor, flags and choices, speed, load
-_RECORD: Final = struct.Struct("<qqqhHff")
+# A status frame is stored as its received_at and device ts (µs), its seq, and its status:
+# floor, flags and choices, speed, load.
+_STATUS: Final = struct.Struct("<hHff")
+_HEAD: Final = struct.Struct("<qqq12s")  # the newest frame, which the next one steps from
+# Tagged records, oldest first. A step: the µs since the frame before, the change of the
+# device clock's offset (ts - received_at) in µs, the change of seq.
+_FULL, _STEP, _STEP_STATUS = 0, 1, 2
+_RECORDS: Final = (
+    struct.Struct("<Bqqq12s"),  # _FULL: the frame as a whole
+    struct.Struct("<BIih"),  # _STEP: a step, the status as before
+    struct.Struct("<BIih12s"),  # _STEP_STATUS: a step and a new status
+)
+_FULL_RECORD, _STEP_RECORD, _STEP_STATUS_RECORD = _RECORDS
 
 
 def _us(t: datetime) -> int:
@@ -55,17 +74,61 @@ def _at(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
-def _pack(received_us: int, b: StatusBody) -> bytes:
+def _status(b: StatusBody) -> bytes:
     packed = (
         b.moving | b.door_zone << 1 | b.occupied << 2 | b.alarm_button << 3  # _FLAGS
         | _DIRECTION[b.direction] | _DOOR[b.door] | _MODE[b.mode] | _POWER[b.power]
         | _SAFETY[b.safety_circuit]
     )  # fmt: skip
-    return _RECORD.pack(received_us, _us(b.ts), b.seq, b.floor, packed, b.speed_mps, b.load_pct)
+    return _STATUS.pack(b.floor, packed, b.speed_mps, b.load_pct)
 
 
-def _unpack(record: bytes, elevator_id: str) -> dict[str, Any]:
-    rx, ts, seq, floor, packed, speed, load = _RECORD.unpack(record)
+def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> bytes:
+    head = _HEAD.pack(rx, ts, seq, status)
+    if ring is None:
+        return head + _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
+    last_rx, last_ts, last_seq, last_status = _HEAD.unpack_from(ring)
+    step = (rx - last_rx, (ts - rx) - (last_ts - last_rx), seq - last_seq)
+    try:
+        if status == last_status:
+            record = _STEP_RECORD.pack(_STEP, *step)
+        else:
+            record = _STEP_STATUS_RECORD.pack(_STEP_STATUS, *step, status)
+    except struct.error:  # a step its fields cannot hold: received_at went back, a reboot
+        record = _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
+    return head + ring[_HEAD.size :] + record
+
+
+def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """Each status frame of a ring, oldest first: (its record's end, received_at µs, ts µs,
+    seq, status)."""
+    at, rx, ts, seq, status = _HEAD.size, 0, 0, 0, b""
+    while at < len(ring):
+        tag = ring[at]
+        if tag == _FULL:
+            _, rx, ts, seq, status = _FULL_RECORD.unpack_from(ring, at)
+        else:
+            if tag == _STEP:
+                _, d_rx, d_offset, d_seq = _STEP_RECORD.unpack_from(ring, at)
+            else:
+                _, d_rx, d_offset, d_seq, status = _STEP_STATUS_RECORD.unpack_from(ring, at)
+            rx, ts, seq = rx + d_rx, ts + d_rx + d_offset, seq + d_seq
+        at += _RECORDS[tag].size
+        yield at, rx, ts, seq, status
+
+
+def _trimmed(ring: bytes, cutoff_us: int) -> bytes:
+    """Without the frames received before `cutoff_us` at its start (once the oldest is
+    `_SLACK_US` older), the first one kept then written in full."""
+    if _FULL_RECORD.unpack_from(ring, _HEAD.size)[1] >= cutoff_us - _SLACK_US:
+        return ring
+    # The newest frame is in its window, so there is one.
+    end, rx, ts, seq, status = next(f for f in _frames(ring) if f[1] >= cutoff_us)
+    return ring[: _HEAD.size] + _FULL_RECORD.pack(_FULL, rx, ts, seq, status) + ring[end:]
+
+
+def _unpacked(rx: int, ts: int, seq: int, status: bytes, elevator_id: str) -> dict[str, Any]:
+    floor, packed, speed, load = _STATUS.unpack(status)
     body: dict[str, Any] = {
         "elevator_id": elevator_id, "seq": seq, "ts": _at(ts).isoformat(), "floor": floor,
         **{name: values[packed >> shift & mask] for name, values, shift, mask in _PACKED},
@@ -77,15 +140,18 @@ def _unpack(record: bytes, elevator_id: str) -> dict[str, Any]:
 
 class BlackBox:
     def __init__(self) -> None:
-        self._status: dict[str, bytes] = {}  # records oldest first
+        self._status: dict[str, bytes] = {}  # _HEAD, then the records oldest first
         self._events: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
 
     def record(self, frame: Frame) -> None:
         body = frame.body
         if isinstance(body, StatusBody):
             received_us = _us(frame.received_at)
-            ring = self._status.get(frame.elevator_id, b"") + _pack(received_us, body)
-            self._status[frame.elevator_id] = self._trimmed(ring, received_us - _WINDOW_US)
+            ring = _appended(
+                self._status.get(frame.elevator_id), received_us, _us(body.ts), body.seq,
+                _status(body),
+            )  # fmt: skip
+            self._status[frame.elevator_id] = _trimmed(ring, received_us - _WINDOW_US)
         elif isinstance(body, EventBody):
             cutoff = frame.received_at - WINDOW
             events = self._events.setdefault(frame.elevator_id, [])
@@ -96,8 +162,9 @@ class BlackBox:
         """The frames of the last WINDOW before `now`, oldest first."""
         cutoff = now - WINDOW
         ring = self._status.get(elevator_id, b"")
-        size = _RECORD.size
-        frames = [_unpack(ring[i : i + size], elevator_id) for i in range(0, len(ring), size)]
+        frames = [
+            _unpacked(rx, ts, seq, status, elevator_id) for _, rx, ts, seq, status in _frames(ring)
+        ]
         frames += [
             {"received_at": at, "kind": "event", "body": body}
             for at, body in self._events.get(elevator_id, [])
@@ -109,14 +176,6 @@ class BlackBox:
     def last(self, elevator_id: str) -> dict[str, Any] | None:
         """The newest status frame seen, however old."""
         ring = self._status.get(elevator_id)
-        if not ring:
+        if ring is None:
             return None
-        return _unpack(ring[-_RECORD.size :], elevator_id)
-
-    @staticmethod
-    def _trimmed(ring: bytes, cutoff_us: int) -> bytes:
-        size = _RECORD.size
-        drop = 0
-        while drop < len(ring) and _RECORD.unpack_from(ring, drop)[0] < cutoff_us:
-            drop += size
-        return ring[drop:] if drop else ring
+        return _unpacked(*_HEAD.unpack_from(ring), elevator_id)
