@@ -36,10 +36,11 @@ class _Boot:
 
     def check(self, seq: int) -> Verdict:
         if seq > self.high:
-            shift = seq - self.high
-            self.seen = ((self.seen << shift) | 1) & _MASK
+            gap = seq - self.high - 1
+            # Clamped: a seq far ahead (any int64 is valid) would make a bitmap as long.
+            self.seen = ((self.seen << min(gap + 1, WINDOW)) | 1) & _MASK
             self.high = seq
-            return Verdict(True, shift - 1) if shift > 1 else _NEW
+            return Verdict(True, gap) if gap else _NEW
         back = self.high - seq
         if back >= WINDOW:
             return _NEW

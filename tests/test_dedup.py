@@ -45,3 +45,12 @@ def test_each_seq_is_new_exactly_once_within_the_window(seqs: list[int]) -> None
     d = Dedup()
     news = [s for s in seqs if d.check("A", 7, s).new]
     assert sorted(news) == sorted(set(seqs))
+
+
+def test_a_seq_far_ahead_costs_no_more_than_the_window() -> None:
+    """Any int64 is a valid seq: a jump to near its end must not build a bitmap as long."""
+    dedup = Dedup()
+    assert dedup.check("A", 1, 5).new
+    assert dedup.check("A", 1, 2**62) == (True, 2**62 - 6)
+    assert not dedup.check("A", 1, 2**62).new
+    assert dedup.check("A", 1, 5).new  # far outside the window: let through
