@@ -9,6 +9,12 @@ as long as the black box holds a frame (its 120 s window, and up to a quarter mo
 older frames are dropped), so the black box holds as many frames as it does at most in
 service. Each elevator reports at its own moment of the cadence, as a fleet does.
 
+Seqs are large, as in service (no small ints, which Python shares). Each dedup bitmap is
+at its widest, as in an elevator's first 256 frames after a start (after that it is 0 for a
+device that sends in order). Its door opens at its second frame, and `moving`
+changes on --changed of its frames (the periodic frames of a car at rest repeat its status:
+0; a change with every frame, the most the black box holds at this cadence: 1).
+
     python bench/memory.py --elevators 100000
     python bench/memory.py --elevators 100000 --every-s 5
 """
@@ -46,6 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--elevators", type=int, default=100_000)
     parser.add_argument("--every-s", type=float, default=10.0, help="each elevator's cadence")
+    parser.add_argument(
+        "--changed", type=float, default=0.25, help="share of frames that change the status"
+    )
     args = parser.parse_args()
     rounds = int(HELD / timedelta(seconds=args.every_s)) + 1
     logs.configure("warning")
@@ -56,15 +65,17 @@ def main() -> None:
     gc.collect()
     baseline = _rss_kib()
     first = 0
-    for seq in range(rounds):
+    for round_ in range(rounds):
+        seq = 1_000_000 + round_
+        moving = int(round_ * args.changed) % 2 == 1
         for n in range(args.elevators):
             # Each elevator at its own moment of the cadence, as a fleet reports.
-            at = now + timedelta(seconds=(seq + n / args.elevators) * args.every_s)
+            at = now + timedelta(seconds=(round_ + n / args.elevators) * args.every_s)
             ts = at.isoformat()
             eid = f"M{n:07d}"
             body = {"v": 1, "elevator_id": eid, "seq": seq, "boot": 1, "ts": ts,
-                    "floor": n % 20, "moving": seq % 2 == 0, "direction": "up",
-                    "speed_mps": 1.0, "door": "open" if seq == 1 else "closed",
+                    "floor": n % 20, "moving": moving, "direction": "up",
+                    "speed_mps": 1.0, "door": "open" if round_ == 1 else "closed",
                     "door_zone": True, "occupied": False, "load_pct": 30.0, "mode": "normal",
                     "alarm_button": False, "power": "mains",
                     "safety_circuit": "closed"}  # fmt: skip
@@ -75,14 +86,14 @@ def main() -> None:
             if n % 5000 == 4999:
                 pipeline.flush()
         pipeline.flush()
-        if seq == 0:
+        if round_ == 0:
             gc.collect()
             first = _rss_kib() - baseline
     gc.collect()
     used = _rss_kib() - baseline
     print(
         f"tracked elevators: {pipeline.tracked_elevators:,}, {rounds} frames each, "
-        f"{args.every_s:g} s apart"
+        f"{args.every_s:g} s apart, `moving` changing on {args.changed:.0%} of them"
     )
     print(f"RSS before frames (baseline): {baseline / 1024:.1f} MiB")
     for what, kib in (("after the first frame", first), (f"after {rounds} frames", used)):

@@ -1,7 +1,9 @@
 """Frame identity: `(elevator_id, boot, seq)` seen before or not, in bounded memory.
 
 Per elevator we keep the highest `seq` of the current and the previous boot, and a bitmap
-of which of the `WINDOW` seqs below it were seen (one small Python int). A frame older than
+of which of the `WINDOW` seqs below it have not been seen (one Python int: kept for the
+fleet, so the bits are the exceptions: once a device has sent a window of frames in order it
+is 0, which Python shares, and costs nothing). A frame older than
 the window cannot be told apart and is let through (at-least-once rather than loss): with
 one frame every 10 s the window covers about 40 minutes of reordering.
 """
@@ -26,28 +28,30 @@ _SEEN: Final = Verdict(False, 0)
 class _Boot:
     """One boot of one elevator; the current boot holds the one before it, if any."""
 
-    __slots__ = ("boot", "high", "previous", "seen")
+    __slots__ = ("boot", "high", "previous", "unseen")
 
     def __init__(self, boot: int, seq: int, previous: _Boot | None = None) -> None:
         self.boot = boot
         self.high = seq
-        self.seen = 1  # bit i set: seq (high - i) was seen
+        self.unseen = _MASK ^ 1  # bit i set: seq (high - i) has not been seen
         self.previous = previous
 
     def check(self, seq: int) -> Verdict:
         if seq > self.high:
             gap = seq - self.high - 1
             # Clamped: a seq far ahead (any int64 is valid) would make a bitmap as long.
-            self.seen = ((self.seen << min(gap + 1, WINDOW)) | 1) & _MASK
+            shift = min(gap + 1, WINDOW)
+            skipped = (1 << shift) - 2  # the seqs between the old high and this one
+            self.unseen = (self.unseen << shift | skipped) & _MASK
             self.high = seq
             return Verdict(True, gap) if gap else _NEW
         back = self.high - seq
         if back >= WINDOW:
             return _NEW
         bit = 1 << back
-        if self.seen & bit:
+        if not self.unseen & bit:
             return _SEEN
-        self.seen |= bit
+        self.unseen ^= bit
         return _NEW
 
 
