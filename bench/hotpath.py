@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway import logs
 from gateway.clock import FixedClock
 from gateway.deadletter import DeadLetter
+from gateway.frames import Frame
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, RawMessage
@@ -71,8 +72,8 @@ def build_pipeline(work: Path, now: datetime) -> Pipeline:
     incidents = IncidentService(store, Policy(Limits(1800, 1200, 180)))
     engine = RuleEngine(load_rules())
 
-    def detect(frame: object) -> None:
-        for alert in engine.observe(frame, now):  # type: ignore[arg-type]
+    def detect(frame: Frame) -> None:
+        for alert in engine.observe(frame, frame.received_at):  # as gateway.app does
             incidents.on_alert(alert)
 
     return Pipeline(
