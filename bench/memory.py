@@ -10,10 +10,11 @@ older frames are dropped), so the black box holds as many frames as it does at m
 service. Each elevator reports at its own moment of the cadence, as a fleet does.
 
 Seqs are large, as in service (no small ints, which Python shares). Each dedup bitmap is
-at its widest, as in an elevator's first 256 frames after a start (after that it is 0 for a
-device that sends in order). Its door opens at its second frame, and `moving`
-changes on --changed of its frames (the periodic frames of a car at rest repeat its status:
-0; a change with every frame, the most the black box holds at this cadence: 1).
+as wide as in an elevator's first 256 frames after a start (after that it is 0 for a
+device that sends in order). Each car's door opens at its second frame and closes at its
+third, and `moving` changes on --changed of its frames (0: the periodic frames of a car
+at rest repeat its status; 1: every frame has a new status, the most the black box holds at
+this cadence).
 
     python bench/memory.py --elevators 100000
     python bench/memory.py --elevators 100000 --every-s 5
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--elevators", type=int, default=100_000)
     parser.add_argument("--every-s", type=float, default=10.0, help="each elevator's cadence")
     parser.add_argument(
-        "--changed", type=float, default=0.25, help="share of frames that change the status"
+        "--changed", type=float, default=0.25, help="share of frames on which `moving` changes"
     )
     args = parser.parse_args()
     rounds = int(HELD / timedelta(seconds=args.every_s)) + 1

@@ -6,8 +6,9 @@ because a device that was offline legitimately sends its backlog when it reconne
 Held for every elevator of the fleet, so a bucket is one number: the time at which it is full
 again (the generic cell rate algorithm, GCRA). It holds `burst - (full_at - now) * rate`
 tokens; taking one moves `full_at` on by `1 / rate`. A bucket that is full again is the same
-as a missing one, so every `_FORGET_EVERY_S` the full ones are dropped: the limiter holds the
-keys seen lately (a device at the fleet's cadence is full again within 1 / rate), not all.
+as a missing one, so now and then (every second, or every 1 / rate if longer) the full ones
+are dropped: the limiter holds the keys seen lately (a device at the fleet's cadence is full
+again within 1 / rate), not all. Time is taken to go forward.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ class RateLimiter:
         self._interval = 1.0 / rate  # the time one token takes to come back
         self._full_at: dict[str, float] = {}
         self._refusing: set[str] = set()  # keys in a refusal episode (few)
+        self._forget_every_s = max(_FORGET_EVERY_S, self._interval)
         self._forget_at = float("-inf")
 
     def check(self, key: str, now_s: float) -> Decision:
         if now_s >= self._forget_at:
             self.forget_full(now_s)
-            self._forget_at = now_s + _FORGET_EVERY_S
+            self._forget_at = now_s + self._forget_every_s
         full_at = max(self._full_at.get(key, now_s), now_s)
         if self._burst - (full_at - now_s) * self._rate >= 1.0:
             self._full_at[key] = full_at + self._interval

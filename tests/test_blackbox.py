@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.frames import Frame, StatusBody, decode
-from gateway.incidents.blackbox import WINDOW, BlackBox
+from gateway.incidents.blackbox import HELD, WINDOW, BlackBox
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 AHEAD, LATE = timedelta(hours=23), timedelta(days=29)
@@ -78,28 +78,45 @@ steps = st.tuples(
 )
 
 
-@given(st.lists(st.tuples(steps, bodies), min_size=1, max_size=40))
+@given(st.lists(st.tuples(steps, st.none() | bodies), min_size=1, max_size=40))
 def test_any_sequence_of_frames_comes_back_as_a_plain_list_would_keep_it(
-    frames: list[tuple[tuple[int, int, int], dict]],
+    frames: list[tuple[tuple[int, int, int], dict | None]],
 ) -> None:
-    """Clocks that jump, received_at going back, seq restarting: whatever step the compact
-    records cannot hold is written in full, and the window is the same as a list's."""
+    """Clocks that jump, received_at going back, seq restarting, the status as before (None)
+    or new: whatever step the compact records cannot hold is written in full, and the
+    window is the same as a list's."""
     box, sent = BlackBox(), []
-    rx, offset, seq = NOW - timedelta(minutes=10), timedelta(0), 100
-    for n, ((d_rx, d_offset, d_seq), fields) in enumerate(frames):
+    rx, offset, seq, fields = NOW - timedelta(minutes=10), timedelta(0), 100, _fields()
+    for (d_rx, d_offset, d_seq), new_fields in frames:
         rx += timedelta(microseconds=d_rx)
         # within what decoding accepts: a day ahead, 30 days behind
         offset = min(max(offset + timedelta(microseconds=d_offset), -LATE), AHEAD)
         seq = min(max(seq + d_seq, 0), 2**63 - 1)
-        sent.append((rx, rx + offset, seq, {**fields, "floor": n}))
-        box.record(_frame(seq, {**fields, "floor": n}, rx, ts=rx + offset))
+        fields = new_fields or fields
+        sent.append((rx, rx + offset, seq, fields))
+        box.record(_frame(seq, fields, rx, ts=rx + offset))
     now = max(at for at, *_ in sent)
     kept = sorted((s for s in sent if s[0] >= now - WINDOW), key=lambda s: s[0])
     got = box.recent("BB1", now)
-    assert [g["body"]["floor"] for g in got] == [fields["floor"] for *_, fields in kept]
-    for g, (at, ts, seq, fields) in zip(got, kept, strict=True):
-        assert abs(g["received_at"] - at) <= timedelta(microseconds=1)
-        assert abs(datetime.fromisoformat(g["body"]["ts"]) - ts) <= timedelta(microseconds=1)
-        assert g["body"]["seq"] == seq
-        assert {k: g["body"][k] for k in fields} == fields
-    assert box.last("BB1")["body"]["floor"] == len(frames) - 1  # type: ignore[index]
+    assert len(got) == len(kept)
+    for g, sent_frame in zip(got, kept, strict=True):
+        _assert_same(g, *sent_frame)
+    _assert_same(box.last("BB1"), *sent[-1])  # type: ignore[arg-type]
+
+
+def _assert_same(got: dict, at: datetime, ts: datetime, seq: int, fields: dict) -> None:
+    assert abs(got["received_at"] - at) <= timedelta(microseconds=1)
+    assert abs(datetime.fromisoformat(got["body"]["ts"]) - ts) <= timedelta(microseconds=1)
+    assert got["body"]["seq"] == seq
+    assert {k: got["body"][k] for k in fields} == fields
+
+
+def test_frames_past_the_hold_are_dropped() -> None:
+    """Asked for a window long before its newest frame, the box has only what it holds."""
+    box = BlackBox()
+    start = NOW - timedelta(hours=1)
+    for seq in range(60):
+        box.record(_frame(seq, _fields(), start + timedelta(seconds=10 * seq)))
+    newest = start + timedelta(seconds=590)
+    oldest_kept = box.recent("BB1", start + WINDOW)[0]["received_at"]
+    assert newest - HELD <= oldest_kept <= newest - WINDOW

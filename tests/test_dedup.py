@@ -53,4 +53,7 @@ def test_a_seq_far_ahead_costs_no_more_than_the_window() -> None:
     assert dedup.check("A", 1, 5).new
     assert dedup.check("A", 1, 2**62) == (True, 2**62 - 6)
     assert not dedup.check("A", 1, 2**62).new
+    for skipped in (2**62 - 1, 2**62 - WINDOW + 1):  # the window below it: not seen yet
+        assert dedup.check("A", 1, skipped).new
+        assert not dedup.check("A", 1, skipped).new
     assert dedup.check("A", 1, 5).new  # far outside the window: let through

@@ -35,3 +35,14 @@ def test_full_buckets_are_forgotten_as_time_goes_on() -> None:
     assert len(limiter) == 1000
     assert limiter.check("E0", 10.0).allowed
     assert len(limiter) == 1  # E0's, taken just now
+
+
+def test_forgetting_as_time_goes_on_keeps_the_buckets_still_refilling() -> None:
+    limiter = RateLimiter(rate=1.0, burst=2.0)
+    assert limiter.check("A", 0.0).allowed and limiter.check("A", 0.0).allowed
+    refused = limiter.check("A", 0.0)
+    assert not refused.allowed and refused.first_refusal
+    assert limiter.check("B", 1.2).allowed  # forgets the full ones; A holds 1.2 tokens
+    assert limiter.check("A", 1.2).allowed  # (forgotten, it would hold 2)
+    again = limiter.check("A", 1.2)
+    assert not again.allowed and again.first_refusal  # a new episode: it was allowed since
