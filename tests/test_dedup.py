@@ -57,3 +57,22 @@ def test_a_seq_far_ahead_costs_no_more_than_the_window() -> None:
         assert dedup.check("A", 1, skipped).new
         assert not dedup.check("A", 1, skipped).new
     assert dedup.check("A", 1, 5).new  # far outside the window: let through
+
+
+@given(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=WINDOW, max_value=2**63 - 1),
+)
+def test_boots_and_seqs_at_the_ends_of_int64_stay_apart(boot: int, other: int, seq: int) -> None:
+    """Boot and seq share one packed int: neither may spill into the other, nor a boot's
+    sign be lost."""
+    d = Dedup()
+    assert d.check("A", boot, seq).new
+    assert not d.check("A", boot, seq).new
+    assert d.check("A", boot, seq - 1).new  # below the first frame seen: not seen yet
+    if other != boot:
+        assert d.check("A", other, seq).new  # a reboot
+        assert not d.check("A", boot, seq).new  # the boot before is still known
+        assert d.check("A", boot, seq - 2).new
+    assert not d.check("A", boot, seq - 1).new

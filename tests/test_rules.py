@@ -142,6 +142,20 @@ def test_no_car_is_silent_while_the_gateway_cannot_hear_nor_a_window_after() -> 
     assert fired(engine.tick(at(86))) == [("fire", "offline", 85.0)]
 
 
+def test_at_one_instant_holds_conclude_before_silences_in_elevator_order() -> None:
+    """A hold that ends as the car's silence window does was heard out while it was online;
+    silences due together go by elevator id, so a replay alerts in the same order."""
+    engine = RuleEngine(RULES)  # silence: 30 s, as alarm_held's hold
+    engine.observe(status("E2", alarm_button=True, occupied=True), at(0))
+    engine.observe(status("E1"), at(0))
+    alerts = engine.tick(at(31))
+    assert [(a.elevator_id, *f) for a, f in zip(alerts, fired(alerts), strict=True)] == [
+        ("E2", "fire", "alarm_held", 30.0),
+        ("E1", "fire", "offline", 30.0),
+        ("E2", "fire", "offline", 30.0),
+    ]
+
+
 def test_the_heap_holds_one_silence_timer_per_elevator() -> None:
     engine = RuleEngine(RULES)
     for i in range(1000):

@@ -5,10 +5,12 @@ Per elevator and rule an episode runs idle -> pending (condition holds, waiting 
 `clear` alert). A condition that breaks while pending resets the hold; a clear signal that
 breaks while clearing keeps the episode firing, so a flapping signal alerts once.
 
-Deadlines sit in two heaps, popped together in (deadline, order set) order: holds and clear
-holds as tuples, and each car's silence timer in the car itself (every car has one, so it
-costs no object of its own). `tick` costs only what is due, however many elevators are
-tracked. Times are float epoch seconds inside.
+Deadlines sit in two heaps, popped together in deadline order: holds and clear holds as
+tuples (in the order set, at the same deadline), and each car's silence timer in the car
+itself (every car has one, so it costs no object of its own; at the same deadline, by
+elevator id, after the holds: what a hold concluded was heard before the silence). `tick`
+costs only what is due, however many elevators are tracked. Times are float epoch seconds
+inside.
 """
 
 from __future__ import annotations
@@ -135,9 +137,7 @@ class _Car:
         "online",
         "power_site",
         "silence_at",
-        "silence_seq",
-        "since_moving_s",
-        "status_seen",
+        "status_at",
     )
     code = ""  # the event being evaluated: only on an _EventView
     state = ""
@@ -157,11 +157,12 @@ class _Car:
         self.alarm_button = False
         self.power = "mains"
         self.safety_circuit = "closed"
-        self.status_seen = False
         self.occupied_latched = False
         self.door_moved = False  # the door has moved since a passenger was seen behind it
         self.online = False
-        self.since_moving_s = _INF
+        # Times of the last status frame and the last one moving: since_moving_s is their
+        # difference, read when a condition asks (a float of its own per car otherwise).
+        self.status_at = _NEVER
         self.moving_at = _NEVER
         self.door_cycles_60s = 0
         # The openings counted in door_cycles_60s, oldest first; None while there are none.
@@ -169,7 +170,6 @@ class _Car:
         self.last_seen = _NEVER
         # Its silence timer, in RuleEngine._silent while set (silence_at < inf).
         self.silence_at = _INF
-        self.silence_seq = 0
         self.power_site: str | None = None  # the site it counts towards while off mains
         self.episodes: dict[str, _Episode] | None = None  # only while a rule is not idle
 
@@ -183,7 +183,7 @@ class _Car:
             b.power,
             b.safety_circuit,
         )
-        self.status_seen = True
+        self.status_at = t
         # PIR sensors flicker while people stand still: a passenger seen behind a closed
         # door stays until the door has moved (open, opening, closing) and nobody is seen.
         if b.door not in ("closed", "fault"):
@@ -196,9 +196,6 @@ class _Car:
             self.occupied_latched = False
         if b.moving:
             self.moving_at = t
-            self.since_moving_s = 0.0  # a shared constant, not a new float per car
-        else:
-            self.since_moving_s = t - self.moving_at
         opens = self.door_opens
         if b.door == "open" and door_before != "open":
             # The oldest of more than _CYCLE_SLOTS is forgotten.
@@ -206,12 +203,19 @@ class _Car:
         elif opens is not None and t >= opens[0] + _CYCLE_WINDOW_S:
             self._recount_cycles(t, opens)
 
-    def timer(self) -> tuple[float, int]:
-        """Its silence timer as (deadline, seq), the order of RuleEngine's timers."""
-        return self.silence_at, self.silence_seq
+    @property
+    def status_seen(self) -> bool:
+        """A status frame has arrived since the gateway started."""
+        return self.status_at != _NEVER
+
+    @property
+    def since_moving_s(self) -> float:
+        """Seconds since the car last moved, at its last status frame."""
+        return _INF if self.status_at == _NEVER else self.status_at - self.moving_at
 
     def __lt__(self, other: _Car) -> bool:
-        return self.timer() < other.timer()
+        """The order of silence timers."""
+        return (self.silence_at, self.elevator_id) < (other.silence_at, other.elevator_id)
 
     def _recount_cycles(self, t: float, opens: Sequence[float]) -> None:
         recent = tuple([x for x in opens if x > t - _CYCLE_WINDOW_S])  # faster than a genexpr
@@ -331,7 +335,7 @@ class RuleEngine:
         while True:
             hold_due = heap and heap[0][0] <= t
             silence_due = silent and silent[0].silence_at <= t
-            if silence_due and not (hold_due and heap[0][:2] < silent[0].timer()):
+            if silence_due and not (hold_due and heap[0][0] <= silent[0].silence_at):
                 self._silence_due(heapq.heappop(silent), out)
             elif hold_due:
                 deadline, _, elevator_id, rule_id = heapq.heappop(heap)
@@ -344,7 +348,7 @@ class RuleEngine:
         heapq.heappush(self._heap, (deadline, next(self._seq), elevator_id, rule_id))
 
     def _set_silence_timer(self, car: _Car, deadline: float) -> None:
-        car.silence_at, car.silence_seq = deadline, next(self._seq)
+        car.silence_at = deadline
         heapq.heappush(self._silent, car)
 
     def _silence_due(self, car: _Car, out: list[Alert]) -> None:
