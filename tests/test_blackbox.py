@@ -72,9 +72,12 @@ def _fields() -> dict:
 
 
 steps = st.tuples(
-    st.integers(-2_000_000, 40_000_000),  # µs since the frame before; < 0: received_at went back
-    st.sampled_from([0, 1, -999, 2**31, -(10**12), 40_000_000_000]),  # device clock's jump, µs
-    st.sampled_from([1, 0, 5, -3, 40_000, 2**62]),  # seq step (a reboot restarts it)
+    # µs since the frame before; < 0: received_at went back; 2**30: past a step's field
+    st.integers(-2_000_000, 40_000_000) | st.sampled_from([2**30 - 1, 2**30]),
+    # the device clock's jump, µs (a step holds -2**23 to 2**23 - 1)
+    st.sampled_from([0, 1, -999, 2**23 - 1, 2**23, -(2**23), -(2**23) - 1, 2**31, -(10**12)]),
+    # seq step (a step holds -128 to 127; a reboot restarts it)
+    st.sampled_from([1, 0, 5, -3, 127, 128, -128, -129, 40_000, 2**62]),
 )
 
 

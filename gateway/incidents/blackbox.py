@@ -3,10 +3,11 @@ up to it.
 
 Held for every elevator in the fleet, so it is compact. An elevator's status frames are one
 `bytes`: its newest frame's values, then its frames oldest first, each a step from the one
-before. Most frames (the periodic ones) move only the clocks and seq: 11 bytes. A frame whose
-status changed takes 23; the oldest, and any step too large for its fields (received_at
-going back, a reboot's seq), is written in full, 37. The enumerations and flags of a status
-pack into 16 bits. Events, which are rare, are kept as small tuples beside it.
+before. Most frames (the periodic ones) move only the clocks and seq: 8 bytes. A frame whose
+status changed takes 20; the oldest, and any step too large for its fields (received_at
+going back, a reboot's seq, a device clock jumping by more than 8 s), is written in full, 37.
+The enumerations and flags of a status pack into 16 bits. Events, which are rare, are kept as
+small tuples beside it.
 """
 
 from __future__ import annotations
@@ -56,15 +57,19 @@ _DIRECTION, _DOOR, _MODE, _POWER, _SAFETY = (
 # floor, flags and choices, speed, load.
 _STATUS: Final = struct.Struct("<hHff")
 _HEAD: Final = struct.Struct("<qqq12s")  # the newest frame, which the next one steps from
-# Tagged records, oldest first. A step: the µs since the frame before, the change of the
-# device clock's offset (ts - received_at) in µs, the change of seq.
+# Records, oldest first, each tagged in the low 2 bits of its first byte. A step is two
+# words: the µs since the frame before (30 bits) above the tag; the change of the device
+# clock's offset (ts - received_at) in µs (24 bits, signed) above the change of seq (8).
 _FULL, _STEP, _STEP_STATUS = 0, 1, 2
 _RECORDS: Final = (
     struct.Struct("<Bqqq12s"),  # _FULL: the frame as a whole
-    struct.Struct("<BIih"),  # _STEP: a step, the status as before
-    struct.Struct("<BIih12s"),  # _STEP_STATUS: a step and a new status
+    struct.Struct("<Ii"),  # _STEP: a step, the status as before
+    struct.Struct("<Ii12s"),  # _STEP_STATUS: a step and a new status
 )
 _FULL_RECORD, _STEP_RECORD, _STEP_STATUS_RECORD = _RECORDS
+_RX_STEP_LIMIT: Final = 1 << 30  # µs: 17.9 min
+_OFFSET_STEP_LIMIT: Final = 1 << 23  # µs: 8.4 s either way
+_SEQ_STEP_LIMIT: Final = 1 << 7
 
 
 def _us(t: datetime) -> int:
@@ -89,13 +94,18 @@ def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> 
     if ring is None:
         return head + _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
     last_rx, last_ts, last_seq, last_status = _HEAD.unpack_from(ring)
-    step = (rx - last_rx, (ts - rx) - (last_ts - last_rx), seq - last_seq)
-    try:
+    d_rx, d_offset, d_seq = rx - last_rx, (ts - rx) - (last_ts - last_rx), seq - last_seq
+    if (
+        0 <= d_rx < _RX_STEP_LIMIT
+        and -_OFFSET_STEP_LIMIT <= d_offset < _OFFSET_STEP_LIMIT
+        and -_SEQ_STEP_LIMIT <= d_seq < _SEQ_STEP_LIMIT
+    ):
+        offset_seq = d_offset << 8 | d_seq & 0xFF
         if status == last_status:
-            record = _STEP_RECORD.pack(_STEP, *step)
+            record = _STEP_RECORD.pack(d_rx << 2 | _STEP, offset_seq)
         else:
-            record = _STEP_STATUS_RECORD.pack(_STEP_STATUS, *step, status)
-    except struct.error:  # a step its fields cannot hold: received_at went back, a reboot
+            record = _STEP_STATUS_RECORD.pack(d_rx << 2 | _STEP_STATUS, offset_seq, status)
+    else:  # a step its fields cannot hold: received_at went back, a reboot
         record = _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
     return head + ring[_HEAD.size :] + record
 
@@ -105,14 +115,15 @@ def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
     seq, status)."""
     at, rx, ts, seq, status = _HEAD.size, 0, 0, 0, b""
     while at < len(ring):
-        tag = ring[at]
+        tag = ring[at] & 3
         if tag == _FULL:
             _, rx, ts, seq, status = _FULL_RECORD.unpack_from(ring, at)
         else:
             if tag == _STEP:
-                _, d_rx, d_offset, d_seq = _STEP_RECORD.unpack_from(ring, at)
+                rx_tag, offset_seq = _STEP_RECORD.unpack_from(ring, at)
             else:
-                _, d_rx, d_offset, d_seq, status = _STEP_STATUS_RECORD.unpack_from(ring, at)
+                rx_tag, offset_seq, status = _STEP_STATUS_RECORD.unpack_from(ring, at)
+            d_rx, d_offset, d_seq = rx_tag >> 2, offset_seq >> 8, (offset_seq & 0xFF ^ 0x80) - 0x80
             rx, ts, seq = rx + d_rx, ts + d_rx + d_offset, seq + d_seq
         at += _RECORDS[tag].size
         yield at, rx, ts, seq, status
