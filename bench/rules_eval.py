@@ -75,14 +75,15 @@ def candidates(sources: list[str]) -> dict[str, Callable[[], Any] | str]:
         out["cel-python"] = lambda: [p.evaluate(act) for p in progs]
     except ImportError:
         out["cel-python"] = "not installed"
-    from gateway.rules.expr import compile_expr
+    from gateway.rules.expr import SHARED_STATUS, compile_expr
 
-    class Car:
-        __slots__ = tuple(STATE)
+    class Car:  # as the engine's: the fields in SHARED_STATUS are read from `status`
+        __slots__ = (*STATE, "status")
 
-    car = Car()
+    car, status = Car(), Car()
     for k, v in STATE.items():
-        setattr(car, k, v)
+        setattr(status if k in SHARED_STATUS else car, k, v)
+    car.status = status
     fns = [compile_expr(s).fn for s in sources]
     out["gateway.rules.expr"] = lambda: [f(car) for f in fns]
     return out

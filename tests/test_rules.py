@@ -347,3 +347,13 @@ def test_fire_and_clear_alternate_per_elevator_and_rule(script: list[Any]) -> No
     for a in _play(script, 1.0):
         assert last.get((a.elevator_id, a.rule), "clear") != a.action, a
         last[(a.elevator_id, a.rule)] = a.action
+
+
+def test_cars_in_the_same_state_share_one_status_and_a_change_is_their_own() -> None:
+    engine = RuleEngine(QUIET)
+    engine.observe(status("E1", floor=4), at(0))
+    engine.observe(status("E2", floor=4, speed_mps=0.5), at(0))
+    one, two = engine._cars["E1"], engine._cars["E2"]
+    assert one.status is two.status  # the memory a car costs: one reference
+    engine.observe(status("E2", floor=5), at(1))
+    assert (one.status.floor, two.status.floor) == (4, 5)

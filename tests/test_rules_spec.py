@@ -124,12 +124,15 @@ def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
 
 # -- the condition language -------------------------------------------------------------------
 def test_conditions_evaluate_over_attributes() -> None:
-    car = SimpleNamespace(moving=False, door="fault", floor=3, code="X_VENDOR_1", state="raised")
+    """Status fields that take few values are read from the car's shared `status`."""
+    status = SimpleNamespace(moving=False, door="fault", floor=3)
+    car = SimpleNamespace(status=status, code="X_VENDOR_1", state="raised", speed_mps=0.5)
     assert compile_expr("not moving and door in ['closed', 'fault']").fn(car)
     assert compile_expr("floor >= 3 and 5 > floor and door not in ('open',)").fn(car)
     assert not compile_expr("moving or floor != 3").fn(car)
     assert compile_expr("code == 'X_VENDOR_1' and state == 'raised'").code == "X_VENDOR_1"
     assert compile_expr("True").fn(car) is True
+    assert compile_expr("speed_mps > 0.4 and floor == 3").fn(car)
 
 
 @pytest.mark.parametrize(
@@ -206,4 +209,5 @@ def _reference(t: Any, car: Any) -> bool:
     ),
 )
 def test_compiled_conditions_agree_with_a_reference(tree: Any, car: Any) -> None:
-    assert bool(compile_expr(_render(tree)).fn(car)) == _reference(tree, car)
+    got = compile_expr(_render(tree)).fn(SimpleNamespace(status=car))
+    assert bool(got) == _reference(tree, car)

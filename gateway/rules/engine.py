@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 from gateway.frames import EventBody, Frame, StatusBody
-from gateway.rules.expr import Fn
+from gateway.rules.expr import SHARED_STATUS, Fn
 from gateway.rules.spec import Rule, RuleSet
 
 _CLASS_BITS: Final = {"entrapment": 1, "accident": 2, "fault": 4, "event": 8}
@@ -54,22 +55,6 @@ class Alert:
     at: datetime
     group: str | None = None
     detail: str = ""
-
-
-_STATUS_FIELDS: Final = (
-    "floor",
-    "moving",
-    "direction",
-    "speed_mps",
-    "door",
-    "door_zone",
-    "occupied",
-    "load_pct",
-    "mode",
-    "alarm_button",
-    "power",
-    "safety_circuit",
-)
 
 
 class _Compiled:
@@ -121,22 +106,60 @@ def _shared(x: float) -> float:
     return _FLOATS.get(x, x)
 
 
+class _Status:
+    """The fields of a status frame in SHARED_STATUS, which conditions read as `car.status`.
+    Statuses repeat across the fleet (a car at rest at its floor above all), so the cars in
+    one state share one (up to _STATUSES_KEPT distinct): 8 bytes a car, not 80."""
+
+    __slots__ = SHARED_STATUS
+
+    def __init__(self, values: tuple[object, ...]) -> None:
+        for name, value in zip(SHARED_STATUS, values, strict=True):
+            setattr(self, name, value)
+
+
+_STATUSES: dict[tuple[object, ...], _Status] = {}
+_STATUSES_KEPT: Final = 65536
+_STATUS_KEY: Final = operator.attrgetter(*SHARED_STATUS)
+# Until a status frame says otherwise: a car at rest, nobody seen.
+_AT_REST: Final = _Status(
+    _STATUS_KEY(
+        StatusBody(v=1, elevator_id="-", seq=0, boot=0, ts=datetime(2000, 1, 1, tzinfo=UTC),
+                   floor=0, moving=False, direction="none", speed_mps=0.0, door="closed",
+                   door_zone=True, occupied=False, load_pct=0.0, mode="normal",
+                   alarm_button=False, power="mains", safety_circuit="closed")
+    )
+)  # fmt: skip
+
+
+def _status_of(b: StatusBody) -> _Status:
+    key = _STATUS_KEY(b)
+    status = _STATUSES.get(key)
+    if status is None:
+        status = _Status(key)
+        if len(_STATUSES) < _STATUSES_KEPT:
+            _STATUSES[key] = status
+    return status
+
+
 class _Car:
     """What the engine knows of one elevator; the attributes conditions read."""
 
     __slots__ = (
-        *_STATUS_FIELDS,
         "door_cycles_60s",
         "door_moved",
         "door_opens",
         "elevator_id",
         "episodes",
         "last_seen",
+        "load_pct",
         "moving_at",
         "occupied_latched",
         "online",
         "power_site",
         "silence_at",
+        "speed_mps",
+        "status",
         "status_at",
     )
     code = ""  # the event being evaluated: only on an _EventView
@@ -144,19 +167,9 @@ class _Car:
 
     def __init__(self, elevator_id: str) -> None:
         self.elevator_id = elevator_id
-        # Until a status frame says otherwise: a car at rest, nobody seen.
-        self.floor = 0
-        self.moving = False
-        self.direction = "none"
+        self.status = _AT_REST
         self.speed_mps = 0.0
-        self.door = "closed"
-        self.door_zone = True
-        self.occupied = False
         self.load_pct = 0.0
-        self.mode = "normal"
-        self.alarm_button = False
-        self.power = "mains"
-        self.safety_circuit = "closed"
         self.occupied_latched = False
         self.door_moved = False  # the door has moved since a passenger was seen behind it
         self.online = False
@@ -174,15 +187,9 @@ class _Car:
         self.episodes: dict[str, _Episode] | None = None  # only while a rule is not idle
 
     def apply_status(self, b: StatusBody, t: float) -> None:
-        door_before = self.door
-        self.floor, self.moving, self.direction = b.floor, b.moving, b.direction
-        self.speed_mps, self.door, self.door_zone = _shared(b.speed_mps), b.door, b.door_zone
-        self.occupied, self.load_pct, self.mode = b.occupied, _shared(b.load_pct), b.mode
-        self.alarm_button, self.power, self.safety_circuit = (
-            b.alarm_button,
-            b.power,
-            b.safety_circuit,
-        )
+        door_before = self.status.door
+        self.status = _status_of(b)
+        self.speed_mps, self.load_pct = _shared(b.speed_mps), _shared(b.load_pct)
         self.status_at = t
         # PIR sensors flicker while people stand still: a passenger seen behind a closed
         # door stays until the door has moved (open, opening, closing) and nobody is seen.
@@ -505,7 +512,7 @@ class RuleEngine:
 
     # -- site power cut --------------------------------------------------------------------
     def _track_power(self, car: _Car, t: float, out: list[Alert]) -> None:
-        off_mains = car.power != "mains"
+        off_mains = car.status.power != "mains"
         if off_mains == (car.power_site is not None):
             return
         s = self._rules.settings

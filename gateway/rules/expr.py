@@ -8,8 +8,9 @@ never-true rules. The checked tree, names rewritten as attributes of the one arg
 then compiled by Python into a single function: the text itself is never run.
 
 The functions read attributes of whatever object they are given (the engine's per-elevator
-state); general-purpose evaluators cost 9-900 µs a condition here, these well under 1 µs
-(`bench/rules_eval.py`).
+state): the status fields in SHARED_STATUS from its `status` (an object the engine shares
+between cars in the same state), every other name from itself. General-purpose evaluators
+cost 9-900 µs a condition here, these well under 1 µs (`bench/rules_eval.py`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ _NUMBER: Final = "number"
 _CODE: Final = "code"
 
 
+# A status frame's fields that describe the car (not the frame's identity and time).
+_STATUS_FIELDS: Final = tuple(
+    info
+    for info in msgspec.inspect.type_info(StatusBody).fields  # type: ignore[union-attr]
+    if info.name not in ("v", "elevator_id", "seq", "boot", "ts")
+)
+
+
 def _status_types() -> dict[str, str | frozenset[str]]:
     types: dict[str, str | frozenset[str]] = {}
-    for info in msgspec.inspect.type_info(StatusBody).fields:  # type: ignore[union-attr]
-        if info.name in ("v", "elevator_id", "seq", "boot", "ts"):
-            continue
+    for info in _STATUS_FIELDS:
         if isinstance(info.type, msgspec.inspect.BoolType):
             types[info.name] = _BOOL
         elif isinstance(info.type, msgspec.inspect.LiteralType):
@@ -43,6 +50,11 @@ def _status_types() -> dict[str, str | frozenset[str]]:
             types[info.name] = _NUMBER
     return types
 
+
+# The status fields that take few values (all but the floats): read from `c.status`.
+SHARED_STATUS: Final = tuple(
+    info.name for info in _STATUS_FIELDS if not isinstance(info.type, msgspec.inspect.FloatType)
+)
 
 # Every name a condition may use, with its type: a string kind, or the set of its values.
 NAMES: Final[dict[str, str | frozenset[str]]] = {
@@ -108,7 +120,10 @@ def _compile(node: ast.expr) -> tuple[ast.expr, str | frozenset[str]]:
     if isinstance(node, ast.Name):
         if node.id not in NAMES:
             raise ExprError(f"unknown name {node.id!r} (known: {', '.join(sorted(NAMES))})")
-        return ast.Attribute(ast.Name("c", ast.Load()), node.id, ast.Load()), NAMES[node.id]
+        owner: ast.expr = ast.Name("c", ast.Load())
+        if node.id in SHARED_STATUS:
+            owner = ast.Attribute(owner, "status", ast.Load())
+        return ast.Attribute(owner, node.id, ast.Load()), NAMES[node.id]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return ast.UnaryOp(ast.Not(), _boolean(node.operand)), _BOOL
     if isinstance(node, ast.BoolOp):
