@@ -12,9 +12,9 @@ service. Each elevator reports at its own moment of the cadence, as a fleet does
 Seqs are large, as in service (no small ints, which Python shares). Each dedup bitmap is
 as wide as in an elevator's first 256 frames after a start (after that it is 0 for a
 device that sends in order). Each car's door opens at its second frame and closes at its
-third, and `moving` changes on --changed of its frames (0: the periodic frames of a car
-at rest repeat its status; 1: every frame has a new status, the most the black box holds at
-this cadence).
+third, and `moving` (with the speed) changes on --changed of its frames (0: the periodic
+frames of a car at rest repeat its status; 1: every frame has a new status, floats and all,
+the most the black box holds at this cadence).
 
     python bench/memory.py --elevators 100000
     python bench/memory.py --elevators 100000 --every-s 5
@@ -76,8 +76,9 @@ def main() -> None:
             eid = f"M{n:07d}"
             body = {"v": 1, "elevator_id": eid, "seq": seq, "boot": 1, "ts": ts,
                     "floor": n % 20, "moving": moving, "direction": "up",
-                    "speed_mps": 1.0, "door": "open" if round_ == 1 else "closed",
-                    "door_zone": True, "occupied": False, "load_pct": 30.0, "mode": "normal",
+                    "speed_mps": 1.0 if moving else 0.0,
+                    "door": "open" if round_ == 1 else "closed", "door_zone": True,
+                    "occupied": False, "load_pct": 30.0, "mode": "normal",
                     "alarm_button": False, "power": "mains",
                     "safety_circuit": "closed"}  # fmt: skip
             raw = RawMessage(

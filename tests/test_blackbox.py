@@ -20,11 +20,11 @@ bodies = st.fixed_dictionaries(
         "floor": st.integers(-50, 300),
         "moving": st.booleans(),
         "direction": st.sampled_from(["up", "down", "none"]),
-        "speed_mps": st.sampled_from([0.0, 0.5, 1.75, 2.5]),
+        "speed_mps": st.sampled_from([0.0, 0.001, 0.5, 1.75, 2.5, 17.333, 30.0]),
         "door": st.sampled_from(["open", "opening", "closed", "closing", "fault"]),
         "door_zone": st.booleans(),
         "occupied": st.booleans(),
-        "load_pct": st.sampled_from([0.0, 30.0, 99.5, 150.0]),
+        "load_pct": st.sampled_from([0.0, 0.01, 30.0, 33.33, 99.5, 150.0]),
         "mode": st.sampled_from(
             ["normal", "inspection", "maintenance", "fire", "independent", "out_of_service"]
         ),
@@ -81,13 +81,25 @@ steps = st.tuples(
 )
 
 
-@given(st.lists(st.tuples(steps, st.none() | bodies), min_size=1, max_size=40))
+# A new status: the whole of it, or a few of its flags and choices (a door, a passenger).
+changes = bodies | st.fixed_dictionaries(
+    {},
+    optional={
+        "moving": st.booleans(),
+        "door": st.sampled_from(["open", "closed", "fault"]),
+        "occupied": st.booleans(),
+        "mode": st.sampled_from(["normal", "maintenance"]),
+    },
+)
+
+
+@given(st.lists(st.tuples(steps, st.none() | changes), min_size=1, max_size=40))
 def test_any_sequence_of_frames_comes_back_as_a_plain_list_would_keep_it(
     frames: list[tuple[tuple[int, int, int], dict | None]],
 ) -> None:
-    """Clocks that jump, received_at going back, seq restarting, the status as before (None)
-    or new: whatever step the compact records cannot hold is written in full, and the
-    window is the same as a list's."""
+    """Clocks that jump, received_at going back, seq restarting, the status as before (None),
+    changed in part or new: whatever step the compact records cannot hold is written in
+    full, and the window is the same as a list's."""
     box, sent = BlackBox(), []
     rx, offset, seq, fields = NOW - timedelta(minutes=10), timedelta(0), 100, _fields()
     for (d_rx, d_offset, d_seq), new_fields in frames:
@@ -95,7 +107,7 @@ def test_any_sequence_of_frames_comes_back_as_a_plain_list_would_keep_it(
         # within what decoding accepts: a day ahead, 30 days behind
         offset = min(max(offset + timedelta(microseconds=d_offset), -LATE), AHEAD)
         seq = min(max(seq + d_seq, 0), 2**63 - 1)
-        fields = new_fields or fields
+        fields = {**fields, **(new_fields or {})}
         sent.append((rx, rx + offset, seq, fields))
         box.record(_frame(seq, fields, rx, ts=rx + offset))
     now = max(at for at, *_ in sent)

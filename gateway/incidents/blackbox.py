@@ -4,10 +4,12 @@ up to it.
 Held for every elevator in the fleet, so it is compact. An elevator's status frames are one
 `bytes`: its newest frame's values, then its frames oldest first, each a step from the one
 before. Most frames (the periodic ones) move only the clocks and seq: 8 bytes. A frame whose
-status changed takes 20; the oldest, and any step too large for its fields (received_at
-going back, a reboot's seq, a device clock jumping by more than 8 s), is written in full, 37.
-The enumerations and flags of a status pack into 16 bits. Events, which are rare, are kept as
-small tuples beside it.
+flags or enumerations changed (a door, a passenger) takes 10, any other new status 16; the
+oldest, and any step too large for its fields (received_at going back, a reboot's seq, a
+device clock jumping by more than 8 s), is written in full, 33. A status is 8 bytes: the
+floor, the enumerations and flags in 16 bits, the speed in mm/s and the load in hundredths
+of a percent (the precision kept). Events, which are rare, are kept as small tuples beside
+it.
 """
 
 from __future__ import annotations
@@ -54,19 +56,20 @@ _DIRECTION, _DOOR, _MODE, _POWER, _SAFETY = (
     {v: i << shift for i, v in enumerate(values)} for _, values, shift, _ in _PACKED
 )
 # A status frame is stored as its received_at and device ts (µs), its seq, and its status:
-# floor, flags and choices, speed, load.
-_STATUS: Final = struct.Struct("<hHff")
-_HEAD: Final = struct.Struct("<qqq12s")  # the newest frame, which the next one steps from
+# floor, flags and choices, speed (mm/s), load (0.01 %): each fits 16 bits (see StatusBody).
+_STATUS: Final = struct.Struct("<hHHH")  # bytes 2-3: the flags and choices
+_HEAD: Final = struct.Struct("<qqq8s")  # the newest frame, which the next one steps from
 # Records, oldest first, each tagged in the low 2 bits of its first byte. A step is two
 # words: the µs since the frame before (30 bits) above the tag; the change of the device
 # clock's offset (ts - received_at) in µs (24 bits, signed) above the change of seq (8).
-_FULL, _STEP, _STEP_STATUS = 0, 1, 2
+_FULL, _STEP, _STEP_STATUS, _STEP_CHOSEN = 0, 1, 2, 3
 _RECORDS: Final = (
-    struct.Struct("<Bqqq12s"),  # _FULL: the frame as a whole
+    struct.Struct("<Bqqq8s"),  # _FULL: the frame as a whole
     struct.Struct("<Ii"),  # _STEP: a step, the status as before
-    struct.Struct("<Ii12s"),  # _STEP_STATUS: a step and a new status
+    struct.Struct("<Ii8s"),  # _STEP_STATUS: a step and a new status
+    struct.Struct("<Ii2s"),  # _STEP_CHOSEN: a step and new flags and choices, nothing else
 )
-_FULL_RECORD, _STEP_RECORD, _STEP_STATUS_RECORD = _RECORDS
+_FULL_RECORD, _STEP_RECORD, _STEP_STATUS_RECORD, _STEP_CHOSEN_RECORD = _RECORDS
 _RX_STEP_LIMIT: Final = 1 << 30  # µs: 17.9 min
 _OFFSET_STEP_LIMIT: Final = 1 << 23  # µs: 8.4 s either way
 _SEQ_STEP_LIMIT: Final = 1 << 7
@@ -86,7 +89,9 @@ def _status(b: StatusBody) -> bytes:
         | _DIRECTION[b.direction] | _DOOR[b.door] | _MODE[b.mode] | _POWER[b.power]
         | _SAFETY[b.safety_circuit]
     )  # fmt: skip
-    return _STATUS.pack(b.floor, packed, b.speed_mps, b.load_pct)
+    # Rounded to the nearest (both are >= 0).
+    speed, load = int(b.speed_mps * 1000 + 0.5), int(b.load_pct * 100 + 0.5)
+    return _STATUS.pack(b.floor, packed, speed, load)
 
 
 def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> bytes:
@@ -103,11 +108,15 @@ def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> 
         offset_seq = d_offset << 8 | d_seq & 0xFF
         if status == last_status:
             record = _STEP_RECORD.pack(d_rx << 2 | _STEP, offset_seq)
+        elif status[:2] == last_status[:2] and status[4:] == last_status[4:]:
+            chosen = status[2:4]  # floor, speed and load as before
+            record = _STEP_CHOSEN_RECORD.pack(d_rx << 2 | _STEP_CHOSEN, offset_seq, chosen)
         else:
             record = _STEP_STATUS_RECORD.pack(d_rx << 2 | _STEP_STATUS, offset_seq, status)
     else:  # a step its fields cannot hold: received_at went back, a reboot
         record = _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
-    return head + ring[_HEAD.size :] + record
+    # Joined through a view: one allocation, not a copy of the ring and another of the sum.
+    return b"".join((head, memoryview(ring)[_HEAD.size :], record))
 
 
 def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
@@ -121,8 +130,11 @@ def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
         else:
             if tag == _STEP:
                 rx_tag, offset_seq = _STEP_RECORD.unpack_from(ring, at)
-            else:
+            elif tag == _STEP_STATUS:
                 rx_tag, offset_seq, status = _STEP_STATUS_RECORD.unpack_from(ring, at)
+            else:
+                rx_tag, offset_seq, chosen = _STEP_CHOSEN_RECORD.unpack_from(ring, at)
+                status = status[:2] + chosen + status[4:]
             d_rx, d_offset, d_seq = rx_tag >> 2, offset_seq >> 8, (offset_seq & 0xFF ^ 0x80) - 0x80
             rx, ts, seq = rx + d_rx, ts + d_rx + d_offset, seq + d_seq
         at += _RECORDS[tag].size
@@ -145,7 +157,7 @@ def _unpacked(rx: int, ts: int, seq: int, status: bytes, elevator_id: str) -> di
     body: dict[str, Any] = {
         "elevator_id": elevator_id, "seq": seq, "ts": _at(ts).isoformat(), "floor": floor,
         **{name: values[packed >> shift & mask] for name, values, shift, mask in _PACKED},
-        "speed_mps": round(speed, 3), "load_pct": round(load, 2),
+        "speed_mps": speed / 1000, "load_pct": load / 100,
     }  # fmt: skip
     body.update({name: bool(packed >> n & 1) for n, name in enumerate(_FLAGS)})
     return {"received_at": _at(rx), "kind": "status", "body": body}

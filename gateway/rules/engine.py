@@ -123,11 +123,11 @@ _STATUSES_KEPT: Final = 65536
 _STATUS_KEY: Final = operator.attrgetter(*SHARED_STATUS)
 # Until a status frame says otherwise: a car at rest, nobody seen.
 _AT_REST: Final = _Status(
-    _STATUS_KEY(
-        StatusBody(v=1, elevator_id="-", seq=0, boot=0, ts=datetime(2000, 1, 1, tzinfo=UTC),
-                   floor=0, moving=False, direction="none", speed_mps=0.0, door="closed",
-                   door_zone=True, occupied=False, load_pct=0.0, mode="normal",
-                   alarm_button=False, power="mains", safety_circuit="closed")
+    tuple(
+        {"floor": 0, "moving": False, "direction": "none", "door": "closed", "door_zone": True,
+         "occupied": False, "mode": "normal", "alarm_button": False, "power": "mains",
+         "safety_circuit": "closed"}[name]
+        for name in SHARED_STATUS
     )
 )  # fmt: skip
 
@@ -143,7 +143,8 @@ def _status_of(b: StatusBody) -> _Status:
 
 
 class _Car:
-    """What the engine knows of one elevator; the attributes conditions read."""
+    """What the engine knows of one elevator; the attributes conditions read (the fields in
+    SHARED_STATUS through `status`)."""
 
     __slots__ = (
         "door_cycles_60s",
