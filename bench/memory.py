@@ -5,7 +5,7 @@ frames for N distinct elevators, against the same process before the frames (the
 Reported twice: after each elevator's first frame (its tracking state: rate limit, dedup
 window, rule state and timers, last online state, and a black box of one frame), and in
 steady state, after it has reported every --every-s seconds (10, the fleet's cadence) for
-as long as the black box holds a frame (its 120 s window, and up to a quarter more before
+as long as the black box holds a frame (its 120 s window, and up to an eighth more before
 older frames are dropped), so the black box holds as many frames as it does at most in
 service. Each elevator reports at its own moment of the cadence, as a fleet does.
 
