@@ -117,8 +117,7 @@ def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> 
             record = _STEP_STATUS_RECORD.pack(d_rx << 2 | _STEP_STATUS, offset_seq, status)
     else:  # a step its fields cannot hold: received_at went back, a reboot
         record = _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
-    # Joined through a view: one allocation, not a copy of the ring and another of the sum.
-    return b"".join((head, memoryview(ring)[_HEAD.size :], record))
+    return head + ring[_HEAD.size :] + record
 
 
 def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
