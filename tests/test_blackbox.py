@@ -1,5 +1,6 @@
-"""The black box: every status frame it packs comes back with the fields it was sent with,
-oldest first, and only for its window."""
+"""The black box: every status frame it packs comes back with the fields it was sent with
+(speed to the mm/s, load to a hundredth of a percent), oldest first, and only for its
+window."""
 
 from __future__ import annotations
 

@@ -357,3 +357,5 @@ def test_cars_in_the_same_state_share_one_status_and_a_change_is_their_own() -> 
     assert one.status is two.status  # the memory a car costs: one reference
     engine.observe(status("E2", floor=5), at(1))
     assert (one.status.floor, two.status.floor) == (4, 5)
+    with pytest.raises(AttributeError):
+        one.status.floor = 6  # it is another car's too

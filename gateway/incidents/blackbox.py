@@ -5,11 +5,11 @@ Held for every elevator in the fleet, so it is compact. An elevator's status fra
 `bytes`: its newest frame's values, then its frames oldest first, each a step from the one
 before. Most frames (the periodic ones) move only the clocks and seq: 8 bytes. A frame whose
 flags or enumerations changed (a door, a passenger) takes 10, any other new status 16; the
-oldest, and any step too large for its fields (received_at going back, a reboot's seq, a
-device clock jumping by more than 8 s), is written in full, 33. A status is 8 bytes: the
-floor, the enumerations and flags in 16 bits, the speed in mm/s and the load in hundredths
-of a percent (the precision kept). Events, which are rare, are kept as small tuples beside
-it.
+oldest, and any step too large for its fields (received_at going back or 18 min on, a seq
+going back or on by 128 or more, as a reboot's, a device clock jumping by more than 8 s),
+is written in full, 33. A status is 8 bytes: the floor, the enumerations and flags in 16
+bits, the speed rounded to the mm/s and the load to a hundredth of a percent. Events, which
+are rare, are kept as small tuples beside it.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> 
             record = _STEP_CHOSEN_RECORD.pack(d_rx << 2 | _STEP_CHOSEN, offset_seq, chosen)
         else:
             record = _STEP_STATUS_RECORD.pack(d_rx << 2 | _STEP_STATUS, offset_seq, status)
-    else:  # a step its fields cannot hold: received_at went back, a reboot
+    else:  # a step its fields cannot hold (see the module's docstring)
         record = _FULL_RECORD.pack(_FULL, rx, ts, seq, status)
     return head + ring[_HEAD.size :] + record
 

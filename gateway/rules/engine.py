@@ -115,7 +115,10 @@ class _Status:
 
     def __init__(self, values: tuple[object, ...]) -> None:
         for name, value in zip(SHARED_STATUS, values, strict=True):
-            setattr(self, name, value)
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a shared status is never changed ({name}): give the car another")
 
 
 _STATUSES: dict[tuple[object, ...], _Status] = {}
