@@ -7,9 +7,10 @@ before. Most frames (the periodic ones) move only the clocks and seq: 8 bytes. A
 flags or enumerations changed (a door, a passenger) takes 10, any other new status 16; the
 oldest, and any step too large for its fields (received_at going back or 18 min on, a seq
 going back or on by 128 or more, as a reboot's, a device clock jumping by more than 8 s),
-is written in full, 33. A status is 8 bytes: the floor, the enumerations and flags in 16
-bits, the speed rounded to the mm/s and the load to a hundredth of a percent. Events, which
-are rare, are kept as small tuples beside it.
+is written in full, 33. A status is 8 bytes: the enumerations and flags in 16 bits (first,
+so a step that changes only them compares the rest in one slice), the floor, the speed
+rounded to the mm/s and the load to a hundredth of a percent. Events, which are rare, are
+kept as small tuples beside it.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ _DIRECTION, _DOOR, _MODE, _POWER, _SAFETY = (
     {v: i << shift for i, v in enumerate(values)} for _, values, shift, _ in _PACKED
 )
 # A status frame is stored as its received_at and device ts (µs), its seq, and its status:
-# floor, flags and choices, speed (mm/s), load (0.01 %): each fits 16 bits (see StatusBody).
-_STATUS: Final = struct.Struct("<hHHH")  # bytes 2-3: the flags and choices
+# flags and choices, floor, speed (mm/s), load (0.01 %): each fits 16 bits (see StatusBody).
+_STATUS: Final = struct.Struct("<HhHH")  # bytes 0-1: the flags and choices
 _HEAD: Final = struct.Struct("<qqq8s")  # the newest frame, which the next one steps from
 # Records, oldest first, each tagged in the low 2 bits of its first byte. A step is two
 # words: the µs since the frame before (30 bits) above the tag; the change of the device
@@ -93,7 +94,7 @@ def _status(b: StatusBody) -> bytes:
     )  # fmt: skip
     # Rounded to the nearest (both are >= 0).
     speed, load = int(b.speed_mps * 1000 + 0.5), int(b.load_pct * 100 + 0.5)
-    return _STATUS.pack(b.floor, packed, speed, load)
+    return _STATUS.pack(packed, b.floor, speed, load)
 
 
 def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> bytes:
@@ -110,8 +111,8 @@ def _appended(ring: bytes | None, rx: int, ts: int, seq: int, status: bytes) -> 
         offset_seq = d_offset << 8 | d_seq & 0xFF
         if status == last_status:
             record = _STEP_RECORD.pack(d_rx << 2 | _STEP, offset_seq)
-        elif status[:2] == last_status[:2] and status[4:] == last_status[4:]:
-            chosen = status[2:4]  # floor, speed and load as before
+        elif status[2:] == last_status[2:]:
+            chosen = status[:2]  # floor, speed and load as before
             record = _STEP_CHOSEN_RECORD.pack(d_rx << 2 | _STEP_CHOSEN, offset_seq, chosen)
         else:
             record = _STEP_STATUS_RECORD.pack(d_rx << 2 | _STEP_STATUS, offset_seq, status)
@@ -135,7 +136,7 @@ def _frames(ring: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
                 rx_tag, offset_seq, status = _STEP_STATUS_RECORD.unpack_from(ring, at)
             else:
                 rx_tag, offset_seq, chosen = _STEP_CHOSEN_RECORD.unpack_from(ring, at)
-                status = status[:2] + chosen + status[4:]
+                status = chosen + status[2:]
             d_rx, d_offset, d_seq = rx_tag >> 2, offset_seq >> 8, (offset_seq & 0xFF ^ 0x80) - 0x80
             rx, ts, seq = rx + d_rx, ts + d_rx + d_offset, seq + d_seq
         at += _RECORDS[tag].size
@@ -154,7 +155,7 @@ def _trimmed(ring: bytes, cutoff_us: int) -> bytes:
 
 
 def _unpacked(rx: int, ts: int, seq: int, status: bytes, elevator_id: str) -> dict[str, Any]:
-    floor, packed, speed, load = _STATUS.unpack(status)
+    packed, floor, speed, load = _STATUS.unpack(status)
     body: dict[str, Any] = {
         "elevator_id": elevator_id, "seq": seq, "ts": _at(ts).isoformat(), "floor": floor,
         **{name: values[packed >> shift & mask] for name, values, shift, mask in _PACKED},
