@@ -194,6 +194,10 @@ class Gateway:
             "store": self.store.ping(),
             "spool_points": self.spool.depth,
             "spool_oldest_age_s": round(self.spool.oldest_age_s(self.clock.now()), 3),
+            # Refused by the rate limit, each kept in the dead letter: the worst devices.
+            "rate_limited": dict(
+                sorted(self.pipeline.rate_limited.items(), key=lambda kv: -kv[1])[:10]
+            ),
         }
 
     # -- the worker --------------------------------------------------------------------------

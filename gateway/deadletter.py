@@ -43,20 +43,19 @@ class DeadLetter:
         self._max_payload = max_payload_bytes
         self._pending: list[Rejected] = []
 
-    def count(self, rejected: Rejected) -> None:
-        """Count a rejection that is not worth a record of its own (a flood's repeats)."""
+    def add(self, rejected: Rejected, quiet: bool = False) -> None:
+        """Count, log (unless `quiet`: a flood's repeats) and keep the rejection; it is
+        durable after the next `flush`."""
         metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
-
-    def add(self, rejected: Rejected) -> None:
-        self.count(rejected)
-        log.warning(
-            "frame_rejected",
-            reason=rejected.reason,
-            detail=rejected.detail,
-            topic=rejected.topic[:200],
-            elevator_id=rejected.elevator_id,
-            payload_size=len(rejected.payload),
-        )
+        if not quiet:
+            log.warning(
+                "frame_rejected",
+                reason=rejected.reason,
+                detail=rejected.detail,
+                topic=rejected.topic[:200],
+                elevator_id=rejected.elevator_id,
+                payload_size=len(rejected.payload),
+            )
         self._pending.append(rejected)
 
     def flush(self) -> None:

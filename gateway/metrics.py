@@ -16,6 +16,12 @@ FRAMES_REJECTED = Counter(
 )
 for _reason in REASONS:
     FRAMES_REJECTED.labels(_reason)
+# Labelled per elevator: only devices beyond the rate limit appear (few, and worth naming).
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_frames_total",
+    "Frames refused by the per-elevator rate limit, kept in the dead letter",
+    ["elevator_id"],
+)
 DUPLICATES = Counter("gateway_frames_duplicate_total", "Frames already seen (QoS 1 redelivery)")
 SEQ_GAPS = Counter("gateway_seq_gap_frames_total", "Frames missing according to seq gaps")
 CLOCK_SKEW = Counter(

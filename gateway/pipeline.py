@@ -16,7 +16,7 @@ import structlog
 from gateway import metrics
 from gateway.deadletter import DeadLetter
 from gateway.dedup import Dedup
-from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
+from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode
 from gateway.ingest import AckToken, RawMessage
 from gateway.ratelimit import RateLimiter
 from gateway.spool import Point
@@ -49,6 +49,8 @@ class Pipeline:
         self._limiter = RateLimiter(rate=20.0, burst=600.0) if limiter is None else limiter
         self._dedup = Dedup()
         self._skewed: set[str] = set()
+        # Frames refused per elevator since start (only babbling devices appear), for health.
+        self.rate_limited: dict[str, int] = {}
         self._last_online: dict[str, bool] = {}
         self._points: list[Point] = []
         self._acks: list[AckToken] = []
@@ -72,14 +74,13 @@ class Pipeline:
 
     def process(self, raw: RawMessage) -> None:
         self._acks.append(raw.ack)
-        elevator_id = elevator_of(raw.topic)  # None: decode rejects the topic
-        if elevator_id is not None and not self._within_rate(raw, elevator_id):
-            return
-        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload, elevator_id)
+        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)
         if isinstance(result, Rejected):
             self._deadletter.add(result)
             return
         self._received[result.kind] += 1
+        if result.body is not None and not self._within_rate(raw, result):
+            return
         if not self._is_new(result):
             return
         self._accepted[result.kind] += 1
@@ -119,24 +120,26 @@ class Pipeline:
                     counter.labels(kind).inc(n)
                     counts[kind] = 0
 
-    def _within_rate(self, raw: RawMessage, elevator_id: str) -> bool:
-        """Checked before decoding, so a babbling device costs almost nothing. Refusals are
-        all counted; the first of each episode is also logged and dead-lettered."""
-        decision = self._limiter.check(elevator_id, raw.received_at.timestamp())
+    def _within_rate(self, raw: RawMessage, frame: Frame) -> bool:
+        """Judged on the device's own clock (its `ts`), so a backlog flushed at once is
+        stored in full. A refused frame was acknowledged like any other: every one keeps its
+        bytes in the dead letter, to be replayed; only the first of an episode is logged."""
+        received_s = raw.received_at.timestamp()
+        device_s = received_s - frame.lag_s
+        decision = self._limiter.check(frame.elevator_id, device_s, received_s)
         if decision.allowed:
             return True
+        self.rate_limited[frame.elevator_id] = self.rate_limited.get(frame.elevator_id, 0) + 1
+        metrics.RATE_LIMITED.labels(frame.elevator_id).inc()
         rejected = Rejected(
             "rate_limited",
-            "more frames than the per-elevator rate limit",
+            "more frames per second of the device's own clock than the per-elevator limit",
             raw.topic,
             raw.payload,
             raw.received_at,
-            elevator_id,
+            frame.elevator_id,
         )
-        if decision.first_refusal:
-            self._deadletter.add(rejected)
-        else:
-            self._deadletter.count(rejected)
+        self._deadletter.add(rejected, quiet=not decision.first_refusal)
         return False
 
     def _is_new(self, frame: Frame) -> bool:

@@ -1,14 +1,15 @@
-"""Per-elevator rate limit, so a babbling device cannot take the gateway from the others.
+"""Per-key rate limit, so a babbling device cannot take the gateway from the others.
 
-A token bucket per elevator: `rate` frames per second sustained, `burst` at once (generous,
-because a device that was offline legitimately sends its backlog when it reconnects).
+A token bucket per key: `rate` per second sustained, `burst` at once. Held for many keys, so
+a bucket is the time at which it is full again (the generic cell rate algorithm, GCRA): it
+holds `burst - (full_at - now) * rate` tokens; taking one moves `full_at` on by `1 / rate`.
 
-Held for every elevator of the fleet, so a bucket is one number: the time at which it is full
-again (the generic cell rate algorithm, GCRA). It holds `burst - (full_at - now) * rate`
-tokens; taking one moves `full_at` on by `1 / rate`. A bucket that is full again is the same
-as a missing one, so now and then (every second, or every 1 / rate if longer) the full ones
-are dropped: the limiter holds the keys seen lately (a device at the fleet's cadence is full
-again within 1 / rate), not all. Time is taken to go forward.
+Two clocks, because a device is judged by its own: `now_s` is the time the bucket runs on
+(for an elevator, the device's `ts`, so a backlog it buffered for hours and flushes at once is
+as fast as it was recorded, not as fast as the broker delivers it), `seen_s` the receiving
+clock, which only decides when a bucket may be forgotten. A bucket that is full again is the
+same as a missing one, so now and then (every second, or every 1 / rate if longer) the full
+ones are dropped: the limiter holds the keys heard lately, not all of them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _FORGET_EVERY_S: Final = 1.0
 
 class Decision(NamedTuple):
     allowed: bool
-    first_refusal: bool  # the first refusal of an episode: worth a log line and a record
+    first_refusal: bool  # the first refusal of an episode: worth a log line
 
 
 _ALLOWED = Decision(True, False)
@@ -31,18 +32,24 @@ class RateLimiter:
         self._rate = rate
         self._burst = burst
         self._interval = 1.0 / rate  # the time one token takes to come back
-        self._full_at: dict[str, float] = {}
+        # key -> (full again at, on the bucket's clock; full again at, on the receiving clock)
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._refusing: set[str] = set()  # keys in a refusal episode (few)
         self._forget_every_s = max(_FORGET_EVERY_S, self._interval)
         self._forget_at = float("-inf")
 
-    def check(self, key: str, now_s: float) -> Decision:
-        if now_s >= self._forget_at:
-            self.forget_full(now_s)
-            self._forget_at = now_s + self._forget_every_s
-        full_at = max(self._full_at.get(key, now_s), now_s)
+    def check(self, key: str, now_s: float, seen_s: float | None = None) -> Decision:
+        """Take a token from `key`'s bucket at `now_s` (its own clock), received at `seen_s`
+        (the same clock when None)."""
+        seen_s = now_s if seen_s is None else seen_s
+        if seen_s >= self._forget_at:
+            self.forget_full(seen_s)
+            self._forget_at = seen_s + self._forget_every_s
+        bucket = self._buckets.get(key)
+        full_at = now_s if bucket is None else max(bucket[0], now_s)
         if self._burst - (full_at - now_s) * self._rate >= 1.0:
-            self._full_at[key] = full_at + self._interval
+            full_at += self._interval
+            self._buckets[key] = (full_at, seen_s + full_at - now_s)
             if self._refusing:
                 self._refusing.discard(key)
             return _ALLOWED
@@ -51,10 +58,10 @@ class RateLimiter:
         return Decision(False, first)
 
     def __len__(self) -> int:
-        return len(self._full_at)
+        return len(self._buckets)
 
-    def forget_full(self, now_s: float) -> None:
-        """Drop the buckets that have refilled: a full bucket acts as a missing one, so this
-        bounds memory without changing any decision."""
-        self._full_at = {key: at for key, at in self._full_at.items() if at > now_s}
-        self._refusing &= self._full_at.keys()
+    def forget_full(self, seen_s: float) -> None:
+        """Drop the buckets that have refilled by `seen_s` (receiving clock): a full bucket
+        acts as a missing one, so this bounds memory without changing any decision."""
+        self._buckets = {key: b for key, b in self._buckets.items() if b[1] > seen_s}
+        self._refusing &= self._buckets.keys()

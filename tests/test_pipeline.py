@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,13 +51,15 @@ def test_the_configured_rate_limiter_is_the_one_used(tmp_path: Path) -> None:
     deadletter = DeadLetter(store, lambda t, p: None, 100, 65536)
     # A fresh limiter has no buckets: it must not be mistaken for no limiter at all.
     pipeline = Pipeline(writer, deadletter, limiter=RateLimiter(rate=1.0, burst=2.0))
-    for seq in range(5):
-        pipeline.process(
-            RawMessage("elevators/P1/status", status_frame("P1", seq), NOW, AckToken(seq + 1, 1))
-        )
+    payloads = [status_frame("P1", seq) for seq in range(5)]  # within a second of device time
+    for seq, payload in enumerate(payloads):
+        pipeline.process(RawMessage("elevators/P1/status", payload, NOW, AckToken(seq + 1, 1)))
     pipeline.flush()
     assert len(store.telemetry_lines("P1")) == 2
-    assert [r["reason"] for r in store.dead_letters()] == ["rate_limited"]
+    # Every refused frame keeps its bytes (it was acknowledged), the newest first.
+    refused = store.dead_letters()
+    assert [r["reason"] for r in refused] == ["rate_limited"] * 3
+    assert [r["payload"] for r in refused] == payloads[:1:-1]
     writer.close()
 
 
@@ -93,3 +96,28 @@ def test_telemetry_received_before_the_incident_opened_is_not_evidence(tmp_path:
     after = service.get(incident.id)
     assert after.released_at == NOW + timedelta(seconds=5)
     assert after.arrival_evidence == "telemetry"
+
+
+def test_a_backlog_is_judged_on_the_device_clock_and_stored_in_full(tmp_path: Path) -> None:
+    """1,000 frames a device buffered over 10,000 s of its own time, delivered in one burst:
+    none is refused. The same 1,000 stamped within one second: the limit holds, and every
+    refused frame is in the dead letter with its bytes and counted for its elevator."""
+    store = _store(tmp_path)
+    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    deadletter = DeadLetter(store, lambda t, p: None, 10_000, 65536)
+    pipeline = Pipeline(writer, deadletter, limiter=RateLimiter(rate=20.0, burst=600.0))
+    start = NOW - timedelta(hours=3)
+    for seq in range(1000):
+        ts = (start + timedelta(seconds=10 * seq)).isoformat()
+        raw = status_frame("B1", seq, ts=ts)
+        pipeline.process(RawMessage("elevators/B1/status", raw, NOW, AckToken(seq + 1, 1)))
+        burst = status_frame("B2", seq, ts=start.isoformat())
+        pipeline.process(RawMessage("elevators/B2/status", burst, NOW, AckToken(seq + 1, 1)))
+    pipeline.flush()
+    assert len(store.telemetry_lines("B1")) == 1000
+    assert len(store.telemetry_lines("B2")) == 600
+    refused = [r for r in store.dead_letters(limit=1000) if r["elevator_id"] == "B2"]
+    assert len(refused) == 400 and {r["reason"] for r in refused} == {"rate_limited"}
+    assert sorted(json.loads(r["payload"])["seq"] for r in refused) == list(range(600, 1000))
+    assert pipeline.rate_limited == {"B2": 400}
+    writer.close()
