@@ -86,13 +86,18 @@ class Gateway:
             if s.tsdb_url
             else EmbeddedSink(self.store)
         )
-        self.spool = Spool(s.spool_dir, s.spool_max_bytes, metrics.SPOOL_DROPPED.inc)
-        self.writer = DurableWriter(sink, self.spool, self.clock)
         tls = TlsFiles(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file)
         self.publisher = Publisher(s.mqtt_url, f"{s.mqtt_client_id}-pub", tls)
         self.deadletter = DeadLetter(
             self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
         )
+        self.spool = Spool(s.spool_dir, s.spool_max_bytes, metrics.SPOOL_DROPPED.inc)
+        self.writer = DurableWriter(
+            sink, self.spool, self.clock,
+            on_refused=lambda points, answer: self.deadletter.refused_by_store(
+                points, answer, self.clock.now()
+            ),
+        )  # fmt: skip
         self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
         self.incidents = IncidentService(
             self.store, policy(s), self.notifier.wake,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import structlog
 
 from gateway import metrics
 from gateway.frames import Rejected
+from gateway.spool import Point
 from gateway.store import Store
 
 log = structlog.get_logger(__name__)
@@ -39,7 +41,7 @@ class DeadLetter:
     def __init__(self, store: Store, publish: Publish, keep: int, max_payload_bytes: int) -> None:
         self._store = store
         self._publish = publish
-        self._keep = keep
+        self._limit = keep
         self._max_payload = max_payload_bytes
         self._pending: list[Rejected] = []
 
@@ -60,9 +62,23 @@ class DeadLetter:
 
     def flush(self) -> None:
         """Store the pending rejections (durably), then publish them."""
-        if not self._pending:
-            return
-        pending = self._pending
+        if self._pending:
+            self._keep(self._pending)
+            self._pending = []
+
+    def refused_by_store(self, points: Sequence[Point], answer: str, at: datetime) -> None:
+        """Points the time-series store refused: kept at once, from the writer's thread (the
+        frames they came from are acknowledged once this returns)."""
+        refused = [
+            Rejected("tsdb_refused", answer, f"tsdb/{p.measurement}", p.line.encode(), at,
+                     p.elevator_id)
+            for p in points
+        ]  # fmt: skip
+        metrics.FRAMES_REJECTED.labels("tsdb_refused").inc(len(refused))
+        log.error("tsdb_refused_points", points=len(points), answer=answer)
+        self._keep(refused)
+
+    def _keep(self, pending: Sequence[Rejected]) -> None:
         self._store.add_dead_letters(
             [
                 {
@@ -76,8 +92,7 @@ class DeadLetter:
                 }
                 for r in pending
             ],
-            keep=self._keep,
+            keep=self._limit,
         )
-        self._pending = []
         for rejected in pending:
             self._publish(TOPIC, _message(rejected))

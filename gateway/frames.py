@@ -74,6 +74,8 @@ REASONS: Final = (
     "timestamp_out_of_range",
     "spoofed_id",
     "bad_online_payload",
+    # Not the message's fault: the time-series store refused its point (HTTP 4xx).
+    "tsdb_refused",
 )
 
 _UNKNOWN_CODE: Final = "unknown fault code (not in the catalogue, no X_ prefix)"

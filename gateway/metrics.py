@@ -33,6 +33,10 @@ TSDB_WRITE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 TSDB_WRITE_ERRORS = Counter("gateway_tsdb_write_errors_total", "Failed time-series writes")
+TSDB_REFUSED = Counter(
+    "gateway_tsdb_refused_points_total",
+    "Points the time-series store refused (4xx), each kept in the dead letter",
+)
 TSDB_POINTS = Counter("gateway_tsdb_points_written_total", "Points acknowledged by the store")
 TSDB_UP = Gauge("gateway_tsdb_up", "1 while the time-series store takes writes")
 SPOOL_DEPTH = Gauge("gateway_spool_points", "Points waiting in the disk spool")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from datetime import date
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from gateway.store import REGISTRY_FIELDS
 from gateway.tsdb import escape_tag
 
 _DATE_FIELDS = ("inspection_due", "last_maintenance")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # as the API refuses: no tag can carry one
 
 
 class RegistryImportError(ValueError):
@@ -48,6 +50,10 @@ def _record(path: Path, line: int, row: dict[str, str]) -> tuple[str, Record]:
                 raise RegistryImportError(
                     f"{path}:{line}: {field} {value!r} is not a date (YYYY-MM-DD)"
                 ) from None
+        elif value is not None and _CONTROL.search(value):
+            raise RegistryImportError(
+                f"{path}:{line}: {field} {value!r} contains a line break or control character"
+            )
         else:
             record[field] = value
     return elevator_id, record

@@ -28,6 +28,10 @@ class Point(NamedTuple):
     line: str
 
 
+def _encode(points: Sequence[Point]) -> bytes:
+    return "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in points).encode()
+
+
 class _Segment(NamedTuple):
     path: Path
     number: int
@@ -92,18 +96,13 @@ class Spool:
         """Make `points` durable on disk; returns only once they are."""
         if not points:
             return
-        data = "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in points).encode()
+        data = _encode(points)
         created_ns = int(now.timestamp() * 1e9)
         with self._lock:
             number = self._next
             self._next += 1
             final = self._dir / f"{number:016d}-{len(points)}-{created_ns}{_SUFFIX}"
-            tmp = final.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.rename(final)
+            self._write_atomic(final, data)
             self._fsync_dir()
             self._segments.append(_Segment(final, number, len(points), created_ns, len(data)))
             self._enforce_limit()
@@ -121,6 +120,22 @@ class Spool:
             except FileNotFoundError:
                 self.remove(segment.number)  # the size limit dropped it meanwhile: next one
 
+    def rewrite(self, number: int, points: Sequence[Point]) -> None:
+        """Replace a segment's points with `points` (the part of it not yet written), in
+        place: it keeps its turn. Atomic, like `append`."""
+        data = _encode(points)
+        with self._lock:
+            for i, segment in enumerate(self._segments):
+                if segment.number == number:
+                    final = self._dir / f"{number:016d}-{len(points)}-{segment.created_ns}{_SUFFIX}"
+                    self._write_atomic(final, data)
+                    segment.path.unlink(missing_ok=True)
+                    self._fsync_dir()
+                    self._segments[i] = segment._replace(
+                        path=final, points=len(points), size=len(data)
+                    )
+                    return
+
     def remove(self, number: int) -> None:
         """Forget a replayed segment (a no-op if the size limit dropped it meanwhile)."""
         with self._lock:
@@ -137,6 +152,15 @@ class Spool:
             oldest.path.unlink(missing_ok=True)
             total -= oldest.size
             self._on_drop(oldest.points)
+
+    @staticmethod
+    def _write_atomic(final: Path, data: bytes) -> None:
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(final)
 
     def _fsync_dir(self) -> None:
         fd = os.open(self._dir, os.O_RDONLY)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import structlog
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
 
 from gateway import metrics
 from gateway.clock import Clock
@@ -36,12 +37,30 @@ _DOOR_CODE = {"closed": 0, "opening": 1, "open": 2, "closing": 3, "fault": 4}
 
 
 class SinkError(Exception):
-    """The store did not take the write."""
+    """The store did not take the write: it is down, slow or misconfigured; try again."""
+
+
+class Refused(SinkError):
+    """The store answered that it will never take this batch as it is (400, 413, 422: a
+    point older than the retention, a field type conflict, a batch too large). Retrying the
+    same batch is pointless; its points are written apart to find the ones refused."""
+
+
+# 4xx answers about the batch itself. Others (401, 403, 404: credentials or bucket; 429: slow
+# down) say nothing about the points, so they count as "store down" and the batch is spooled.
+_REFUSED_STATUS: Final = frozenset({400, 413, 422})
 
 
 # -- line protocol ---------------------------------------------------------------------------
+# A tag can carry no line break (the spec has no escape for one): control characters become
+# spaces, which are escaped with the rest. The registry refuses them at input anyway.
+_TAG_ESCAPES: Final = str.maketrans(
+    {"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "} | {chr(c): "\\ " for c in [*range(32), 127]}
+)
+
+
 def escape_tag(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    return value.translate(_TAG_ESCAPES)
 
 
 def _str_field(value: str) -> str:
@@ -130,6 +149,9 @@ class InfluxSink:
         body = "\n".join(p.line for p in points)
         try:
             self._api.write(self._bucket, self._org, body, write_precision=WritePrecision.NS)
+        except ApiException as exc:
+            answer = f"HTTP {exc.status}: {_text(exc.body) or exc.reason}"[:500]
+            raise (Refused if exc.status in _REFUSED_STATUS else SinkError)(answer) from None
         except Exception as exc:
             raise SinkError(f"{type(exc).__name__}: {exc}"[:500]) from None
         self.requests += 1
@@ -137,6 +159,10 @@ class InfluxSink:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _text(body: object) -> str:
+    return body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
 
 
 class EmbeddedSink:
@@ -153,17 +179,44 @@ class EmbeddedSink:
         pass
 
 
+OnRefused = Callable[[Sequence[Point], str], None]
+
+
+def _log_refused(points: Sequence[Point], answer: str) -> None:
+    log.error("tsdb_refused_points", points=len(points), answer=answer)
+
+
+class _Unwritten(Exception):
+    """The sink went down part way: `points` were not written (in order)."""
+
+    def __init__(self, cause: SinkError, points: list[Point]) -> None:
+        super().__init__(str(cause))
+        self.points = points
+
+
 class DurableWriter:
     """Writes to the sink, or to the spool while the sink is down or a backlog remains.
 
     A background thread replays the spool, oldest first, and probes a down sink with
     backoff. New points go to the spool while it holds a backlog, so order is kept.
+
+    A batch the store refuses (`Refused`) is split in halves until the refused points stand
+    alone: those go to `on_refused` (the dead letter, with the store's answer), the rest is
+    written. So one bad point costs itself, never the telemetry behind it.
     """
 
-    def __init__(self, sink: Sink, spool: Spool, clock: Clock, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        clock: Clock,
+        on_refused: OnRefused = _log_refused,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         self._sink = sink
         self._spool = spool
         self._clock = clock
+        self._on_refused = on_refused
         self._max_backoff = max_backoff_s
         self._lock = threading.Lock()  # orders "write directly" against "spool drained"
         self._wake = threading.Event()
@@ -188,9 +241,10 @@ class DurableWriter:
         with self._lock:
             if self._up:
                 try:
-                    self._timed_write(points)
+                    self._write_isolating(points)
                     return
-                except SinkError as exc:
+                except _Unwritten as exc:
+                    points = exc.points
                     self._mark_down(exc)
             self._spool.append(points, self._clock.now())
         self._publish_spool_metrics()
@@ -205,6 +259,24 @@ class DurableWriter:
         with metrics.TSDB_WRITE_SECONDS.time():
             self._sink.write(points)
         metrics.TSDB_POINTS.inc(len(points))
+
+    def _write_isolating(self, points: Sequence[Point]) -> None:
+        """Write `points`, handing the ones the store refuses to `on_refused`; `_Unwritten`
+        with what is left if the store goes down meanwhile."""
+        todo = [list(points)]  # a stack of batches, the next one last
+        while todo:
+            batch = todo.pop()
+            try:
+                self._timed_write(batch)
+            except Refused as exc:
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    todo += [batch[half:], batch[:half]]
+                    continue
+                metrics.TSDB_REFUSED.inc()
+                self._on_refused(batch, str(exc))
+            except SinkError as exc:
+                raise _Unwritten(exc, [*batch, *(p for b in reversed(todo) for p in b)]) from None
 
     def _mark_down(self, exc: Exception) -> None:
         metrics.TSDB_WRITE_ERRORS.inc()
@@ -246,8 +318,10 @@ class DurableWriter:
             return True
         number, points = oldest
         try:
-            self._timed_write(points)
-        except SinkError as exc:
+            self._write_isolating(points)
+        except _Unwritten as exc:
+            if len(exc.points) < len(points):  # written in part: keep only the rest
+                self._spool.rewrite(number, exc.points)
             metrics.TSDB_WRITE_ERRORS.inc()
             log.debug("tsdb_still_down", error=str(exc))
             return False

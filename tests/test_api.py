@@ -120,6 +120,9 @@ def test_validation_errors_name_the_field(gw: Gateway) -> None:
         assert field in r.json()["message"], r.json()
     r = call(gw, "PUT", "/api/elevators/V1", role="admin", body={"inspection_due": "someday"})
     assert r.status_code == 422 and "inspection_due" in r.json()["message"]
+    # A line break cannot be carried by a time-series tag: refused at input.
+    r = call(gw, "PUT", "/api/elevators/V1", role="admin", body={"district": "Wuhou\nWest"})
+    assert r.status_code == 422 and "district" in r.json()["message"]
 
 
 def test_unknown_ids_are_404(gw: Gateway) -> None:

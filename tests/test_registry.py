@@ -52,6 +52,11 @@ def test_a_bad_row_stops_the_import_with_file_and_line(tmp_path: Path) -> None:
     store = open_store(store_url)
     assert store.get_elevator("E-1") is None  # nothing written
     store.close()
+    csv_file.write_text('elevator_id,district\nE-1,"Wuhou\nWest"\n')
+    result = _cli("registry", "import", str(csv_file), store=store_url)
+    assert (
+        result.returncode == 2 and "district 'Wuhou\\nWest' contains a line break" in result.stderr
+    )
     csv_file.write_text("elevator_id,colour\nE-1,red\n")
     assert (
         "unknown columns colour"

@@ -10,7 +10,14 @@ from pathlib import Path
 from gateway.clock import FixedClock
 from gateway.frames import Frame, decode
 from gateway.spool import Point, Spool
-from gateway.tsdb import DurableWriter, SinkError, escape_tag, incident_point, to_point
+from gateway.tsdb import (
+    DurableWriter,
+    Refused,
+    SinkError,
+    escape_tag,
+    incident_point,
+    to_point,
+)
 from tests.conftest import event_frame, status_frame, wait_for
 
 NOW = datetime(2026, 11, 27, 1, 0, 0, tzinfo=UTC)
@@ -73,6 +80,8 @@ def test_online_line_uses_receive_time() -> None:
 
 def test_escape_tag() -> None:
     assert escape_tag("Acme, Lifts=Best Co") == "Acme\\,\\ Lifts\\=Best\\ Co"
+    # Line protocol has no escape for a line break: it would end the point mid-tag.
+    assert escape_tag("Wuhou\nDistrict\r\t") == "Wuhou\\ District\\ \\ "
 
 
 def _points(start: int, n: int) -> list[Point]:
@@ -105,15 +114,21 @@ def test_spool_drops_oldest_over_its_limit_and_counts(tmp_path: Path) -> None:
 
 
 class FlakySink:
-    """A sink that refuses writes while `down` is set (the real store is tested elsewhere)."""
+    """A sink that fails writes while `down` is set, and refuses (400) any batch holding a
+    point whose ts_ns is in `poison`, as InfluxDB does (the real store is tested elsewhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, poison: frozenset[int] = frozenset()) -> None:
         self.down = False
+        self.poison = poison
         self.points: list[Point] = []
+        self.requests = 0
 
     def write(self, points: Sequence[Point]) -> None:
+        self.requests += 1
         if self.down:
             raise SinkError("connection refused")
+        if any(p.ts_ns in self.poison for p in points):
+            raise Refused("HTTP 400: field type conflict")
         self.points.extend(points)
 
     def close(self) -> None:
@@ -169,3 +184,78 @@ def test_spool_peek_skips_a_segment_dropped_behind_its_back(tmp_path: Path) -> N
     _number, points = spool.peek()  # type: ignore[misc]
     assert [p.ts_ns for p in points] == [2, 3]
     assert spool.depth == 2
+
+
+def test_refused_points_are_isolated_and_the_rest_written(tmp_path: Path) -> None:
+    sink = FlakySink(poison=frozenset({3, 97}))
+    refused: list[tuple[list[int], str]] = []
+    writer = DurableWriter(
+        sink, Spool(tmp_path, 1 << 20), FixedClock(NOW),
+        on_refused=lambda points, answer: refused.append(([p.ts_ns for p in points], answer)),
+    )  # fmt: skip
+    writer.write(_points(0, 100))
+    assert writer.healthy  # a refusal is not an outage
+    assert [p.ts_ns for p in sink.points] == [n for n in range(100) if n not in (3, 97)]
+    assert refused == [
+        ([3], "HTTP 400: field type conflict"),
+        ([97], "HTTP 400: field type conflict"),
+    ]
+    assert sink.requests <= 1 + 2 * 2 * 7  # halves down to each of two points: O(log n)
+    writer.close()
+
+
+def test_a_spooled_segment_with_a_refused_point_does_not_block_the_ones_behind(
+    tmp_path: Path,
+) -> None:
+    """Spooled during an outage, then refused point by point on replay: the poison goes to
+    the dead letter, its neighbours and the segments behind it to the store, in order."""
+    sink = FlakySink(poison=frozenset({4}))
+    sink.down = True
+    refused: list[int] = []
+    writer = DurableWriter(
+        sink, Spool(tmp_path, 1 << 20), FixedClock(NOW), max_backoff_s=0.05,
+        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
+    )  # fmt: skip
+    writer.write(_points(0, 6))
+    writer.write(_points(6, 3))
+    sink.down = False
+    wait_for(lambda: writer.healthy, timeout=5)
+    writer.close()
+    assert refused == [4]
+    assert [p.ts_ns for p in sink.points] == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+class _DownAfter(FlakySink):
+    """Refuses one point, and goes down after `ok` successful writes."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__(poison=frozenset({1}))
+        self.ok = ok
+
+    def write(self, points: Sequence[Point]) -> None:
+        self.down = self.down or len(self.points) >= self.ok
+        super().write(points)
+
+
+def test_going_down_mid_isolation_spools_only_what_was_not_written(tmp_path: Path) -> None:
+    sink = _DownAfter(ok=2)
+    spool = Spool(tmp_path, 1 << 20)
+    writer = DurableWriter(sink, spool, FixedClock(NOW), max_backoff_s=0.05)
+    writer.write(_points(0, 8))  # [0..3] refused -> [0,1] -> [0] written, [1] refused ...
+    assert not writer.healthy
+    assert spool.depth + len(sink.points) == 7  # nothing written twice, the poison apart
+    sink.down, sink.ok = False, 10**9
+    wait_for(lambda: writer.healthy, timeout=5)
+    writer.close()
+    assert [p.ts_ns for p in sink.points] == [0, 2, 3, 4, 5, 6, 7]
+
+
+def test_spool_rewrite_keeps_the_segments_turn(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(_points(0, 4), NOW)
+    spool.append(_points(4, 2), NOW)
+    number, _ = spool.peek()  # type: ignore[misc]
+    spool.rewrite(number, _points(2, 2))
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    assert reopened.depth == 4
+    assert [p.ts_ns for p in reopened.peek()[1]] == [2, 3]  # type: ignore[index]

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/api/elevators", tags=["registry"])
 
 ElevatorIdPath = Annotated[str, Path(pattern=f"^{ELEVATOR_ID_RE.pattern}$")]
 Ctx = Annotated[Context, Depends(context)]
-Short = Annotated[str, Field(max_length=500)]
+# No control characters: a line break in a district or company name cannot be carried by a
+# time-series tag (and has no place on a page either).
+Short = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
 # The maintenance company's 24-hour line, printed on the public page as a tel: link.
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()-]{2,30}$")]
 
