@@ -14,6 +14,7 @@ from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, RawMessage
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
+from gateway.rules import Alert
 from gateway.spool import Spool
 from gateway.store import Store, open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink
@@ -121,3 +122,32 @@ def test_a_backlog_is_judged_on_the_device_clock_and_stored_in_full(tmp_path: Pa
     assert sorted(json.loads(r["payload"])["seq"] for r in refused) == list(range(600, 1000))
     assert pipeline.rate_limited == {"B2": 400}
     writer.close()
+
+
+def _alert(action: str, at: datetime, rule: str = "trapped_between_floors") -> Alert:
+    return Alert(action, "R1", rule, "entrapment", "critical", "entrapment", at)  # type: ignore[arg-type]
+
+
+def test_a_replayed_detection_changes_nothing_on_the_incident(tmp_path: Path) -> None:
+    """After kill -9 the journal replays the frames not yet acknowledged and the rules detect
+    again, a few µs apart: the open incident keeps its clocks and its timeline."""
+    store = _store(tmp_path)
+    service = IncidentService(store, Policy(Limits(1800, 1200, 180)))
+    service.on_alert(_alert("fire", NOW))
+    (opened,) = store.list_incidents(elevator_id="R1")
+    service.on_alert(_alert("fire", NOW - timedelta(microseconds=175)))  # the replay
+    service.on_alert(_alert("fire", NOW, rule="alarm_held"))  # another rule: recorded
+    service.on_alert(_alert("fire", NOW, rule="alarm_held"))  # ... once
+    service.on_alert(_alert("clear", NOW + timedelta(seconds=5)))
+    service.on_alert(_alert("clear", NOW + timedelta(seconds=5)))  # replayed clear
+    (after,) = store.list_incidents(elevator_id="R1")
+    assert (after.opened_at, after.deadline_at) == (opened.opened_at, opened.deadline_at)
+    assert [e.by for e in after.timeline] == [
+        "rule trapped_between_floors",
+        "rule alarm_held",
+        "telemetry",
+    ]
+    # A detection the incident has not seen yet (after its history) still joins it.
+    service.on_alert(_alert("fire", NOW + timedelta(seconds=60)))
+    (later,) = store.list_incidents(elevator_id="R1")
+    assert len(later.timeline) == 4 and later.opened_at == opened.opened_at

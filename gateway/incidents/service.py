@@ -52,6 +52,19 @@ class Policy:
         return replace(self.limits, arrival_s=arrival)
 
 
+def _accounted_for(
+    incident: Incident, at: datetime, *, by: str | None = None, what: str | None = None
+) -> bool:
+    """Whether the incident already holds this telemetry: its history reaches `at` and has an
+    entry by the same rule (or saying the same). After a restart the journal replays the
+    frames not yet acknowledged, and the rules, whose memory died with the process, detect
+    again what the incident recorded: that must not add to its timeline or move its clocks
+    (a replayed hold ends a few µs apart)."""
+    return at <= max(e.at for e in incident.timeline) and any(
+        e.by == by if by is not None else e.what == what for e in incident.timeline
+    )
+
+
 def new_incident_id(now: datetime) -> str:
     return f"INC-{now:%Y%m%d}-{secrets.token_hex(4)}"
 
@@ -119,8 +132,8 @@ class IncidentService:
                 )  # fmt: skip
                 return
             incident = self._store.find_open_incident(alert.elevator_id, alert.kind)
-            if incident is not None:
-                what = f"condition of rule {alert.rule} cleared"
+            what = f"condition of rule {alert.rule} cleared"
+            if incident is not None and not _accounted_for(incident, alert.at, what=what):
                 self._save(incident, state.note(incident, what, "telemetry", alert.at), alert.at)
 
     # -- from people (the API) -------------------------------------------------------------
@@ -288,7 +301,10 @@ class IncidentService:
         """A second report of an open incident: the earlier time starts the clock (and its
         source becomes the incident's `source`, how it was first reported), the higher
         severity wins, and the timeline says who reported what; telemetry joining a person's
-        report is recorded as confirming it."""
+        report is recorded as confirming it. A detection the incident has already recorded
+        (frames replayed after a restart) changes nothing."""
+        if source == "telemetry" and _accounted_for(incident, at, by=by):
+            return incident
         changes: dict[str, Any] = {}
         if _SEVERITY_RANK[severity] > _SEVERITY_RANK[incident.severity]:
             changes["severity"] = severity
