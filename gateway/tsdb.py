@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+import msgspec
 import structlog
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -75,6 +76,35 @@ def _ns(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+_KNOWN_FIELDS: Final = {
+    StatusBody: frozenset(StatusBody.__struct_fields__),
+    EventBody: frozenset(EventBody.__struct_fields__),
+}
+# The double quotes of a status body with no field beyond the contract's (two per key and per
+# string value, none of which can hold a quote): more means extra fields.
+_STATUS_QUOTES: Final = msgspec.json.encode(
+    StatusBody(
+        v=1, elevator_id="E", seq=0, boot=0, ts=_EPOCH, floor=0, moving=False,
+        direction="none", speed_mps=0.0, door="closed", door_zone=True, occupied=False,
+        load_pct=0.0, mode="normal", alarm_button=False, power="mains", safety_circuit="closed",
+    )
+).count(b'"')  # fmt: skip
+
+
+def _extra(frame: Frame) -> str:
+    """The fields a device sent beyond the contract's (kept, contract §1), as the string
+    field `extra` (JSON), or "". A status body is checked by counting its quotes, so the
+    usual frame costs no second parse."""
+    body, payload = frame.body, frame.payload
+    if not payload or (type(body) is StatusBody and payload.count(b'"') == _STATUS_QUOTES):
+        return ""
+    known = _KNOWN_FIELDS[type(body)]
+    extra = {k: v for k, v in json.loads(payload).items() if k not in known}
+    if not extra:
+        return ""
+    return ",extra=" + _str_field(json.dumps(extra, separators=(",", ":"), ensure_ascii=False))
+
+
 def to_point(frame: Frame, extra_tags: str = "") -> Point:
     """The contract's line for a valid frame; `extra_tags` is `,k=v...`, already escaped.
 
@@ -93,7 +123,7 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
             f"occupied={_BOOL[body.occupied]},load_pct={body.load_pct!r},"
             f'mode="{body.mode}",alarm_button={_BOOL[body.alarm_button]},'
             f'power="{body.power}",safety_circuit="{body.safety_circuit}",'
-            f"seq={body.seq}i,rx_lag_ms={lag!r} {ts_ns}"
+            f"seq={body.seq}i,rx_lag_ms={lag!r}{_extra(frame)} {ts_ns}"
         )
         return Point("elevator_status", eid, ts_ns, line)
     if isinstance(body, EventBody):
@@ -102,7 +132,7 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
         detail = _str_field(json.dumps(body.detail, separators=(",", ":")) if body.detail else "")
         line = (
             f"elevator_event,elevator_id={eid}{extra_tags},code={body.code},state={body.state} "
-            f"seq={body.seq}i,detail={detail},rx_lag_ms={lag!r} {ts_ns}"
+            f"seq={body.seq}i,detail={detail},rx_lag_ms={lag!r}{_extra(frame)} {ts_ns}"
         )
         return Point("elevator_event", eid, ts_ns, line)
     ts_ns = _ns(frame.received_at)

@@ -21,6 +21,7 @@ from gateway.tsdb import (
 from tests.conftest import event_frame, status_frame, wait_for
 
 NOW = datetime(2026, 11, 27, 1, 0, 0, tzinfo=UTC)
+TS = NOW.isoformat()
 
 
 def _frame(topic: str, payload: bytes) -> Frame:
@@ -259,3 +260,24 @@ def test_spool_rewrite_keeps_the_segments_turn(tmp_path: Path) -> None:
     reopened = Spool(tmp_path, max_bytes=1 << 20)
     assert reopened.depth == 4
     assert [p.ts_ns for p in reopened.peek()[1]] == [2, 3]  # type: ignore[index]
+
+
+def test_extra_fields_are_kept_as_a_json_string_field() -> None:
+    """Contract §1: unknown extra fields are kept and never cause rejection."""
+    plain = to_point(_frame("elevators/E1/status", status_frame("E1", 1, ts=TS)))
+    assert "extra=" not in plain.line
+    sent = status_frame("E1", 2, ts=TS, fw="2.1.0", cabin={"temp_c": 24.5, "note": 'a "b"'})
+    line = to_point(_frame("elevators/E1/status", sent)).line
+    field = line.split(",extra=", 1)[1].rsplit(" ", 1)[0]
+    assert json.loads(json.loads(field)) == {
+        "fw": "2.1.0",
+        "cabin": {"temp_c": 24.5, "note": 'a "b"'},
+    }
+    event = to_point(
+        _frame("elevators/E1/event", event_frame("E1", 3, "OVERSPEED", ts=TS, gw_hint=1))
+    )
+    assert ',extra="{\\"gw_hint\\":1}" ' in event.line
+    assert (
+        "extra="
+        not in to_point(_frame("elevators/E1/event", event_frame("E1", 4, "OVERSPEED", ts=TS))).line
+    )
