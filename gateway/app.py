@@ -84,7 +84,7 @@ class Gateway:
         sink: Sink = (
             InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
             if s.tsdb_url
-            else EmbeddedSink(self.store)
+            else EmbeddedSink(self.store, self.clock, s.telemetry_retention_days * 86_400)
         )
         tls = TlsFiles(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file)
         self.publisher = Publisher(s.mqtt_url, f"{s.mqtt_client_id}-pub", tls)

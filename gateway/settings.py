@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     flush_interval_s: float = Field(0.5, gt=0)
     tsdb_timeout_s: float = Field(10.0, gt=0)
     spool_max_bytes: int = Field(1 << 30, gt=0)
+    # Raw telemetry kept by the embedded store (no GATEWAY_TSDB_URL); incidents, timelines
+    # and registry records are never pruned (5 years of records, domain.md).
+    telemetry_retention_days: float = Field(30.0, gt=0)
     deadletter_keep: int = Field(10_000, ge=1)
     max_payload_bytes: int = Field(64 * 1024, ge=1)
     log_level: str = "info"

@@ -26,6 +26,9 @@ class Point(NamedTuple):
     elevator_id: str
     ts_ns: int
     line: str
+    # The frame's identity, for the embedded store's exactly-once (None: not a frame).
+    boot: int | None = None
+    seq: int | None = None
 
 
 def _encode(points: Sequence[Point]) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -34,6 +35,9 @@ from gateway.store import Store
 log = structlog.get_logger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DEFAULT_RETENTION_S: Final = 30 * 86_400.0
+_PRUNE_CHUNK: Final = 10_000
+_PRUNE_EVERY_S: Final = 600.0
 _DOOR_CODE = {"closed": 0, "opening": 1, "open": 2, "closing": 3, "fault": 4}
 
 
@@ -125,7 +129,7 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
             f'power="{body.power}",safety_circuit="{body.safety_circuit}",'
             f"seq={body.seq}i,rx_lag_ms={lag!r}{_extra(frame)} {ts_ns}"
         )
-        return Point("elevator_status", eid, ts_ns, line)
+        return Point("elevator_status", eid, ts_ns, line, body.boot, body.seq)
     if isinstance(body, EventBody):
         ts_ns = _ns(body.ts)
         lag = frame.lag_s * 1000
@@ -134,7 +138,7 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
             f"elevator_event,elevator_id={eid}{extra_tags},code={body.code},state={body.state} "
             f"seq={body.seq}i,detail={detail},rx_lag_ms={lag!r}{_extra(frame)} {ts_ns}"
         )
-        return Point("elevator_event", eid, ts_ns, line)
+        return Point("elevator_event", eid, ts_ns, line, body.boot, body.seq)
     ts_ns = _ns(frame.received_at)
     line = (
         f"elevator_online,elevator_id={eid}{extra_tags} online={_BOOL[bool(frame.online)]} {ts_ns}"
@@ -196,14 +200,33 @@ def _text(body: object) -> str:
 
 
 class EmbeddedSink:
-    def __init__(self, store: Store) -> None:
+    """The relational store as the time-series store: each frame once, raw telemetry kept
+    for `retention_s` (pruned from the writer's thread, a bounded chunk per write, so a
+    large first pruning never holds a batch up for long)."""
+
+    def __init__(
+        self, store: Store, clock: Clock, retention_s: float = _DEFAULT_RETENTION_S
+    ) -> None:
         self._store = store
+        self._clock = clock
+        self._retention_ns = int(retention_s * 1e9)
+        self._prune_at = 0.0  # monotonic; 0: at the first write
 
     def write(self, points: Sequence[Point]) -> None:
         try:
             self._store.add_telemetry(p._asdict() for p in points)
+            if time.monotonic() >= self._prune_at:
+                self._prune()
         except Exception as exc:
             raise SinkError(f"{type(exc).__name__}: {exc}"[:500]) from None
+
+    def _prune(self) -> None:
+        before_ns = _ns(self._clock.now()) - self._retention_ns
+        pruned = self._store.prune_telemetry(before_ns, _PRUNE_CHUNK)
+        # A full chunk: more to go, at the next write; otherwise again in a while.
+        self._prune_at = time.monotonic() + (0 if pruned == _PRUNE_CHUNK else _PRUNE_EVERY_S)
+        if pruned:
+            log.info("telemetry_pruned", points=pruned, retention_days=self._retention_ns / 8.64e13)
 
     def close(self) -> None:
         pass

@@ -23,13 +23,18 @@ from tests.conftest import status_frame
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+def _writer(store: Store, tmp_path: Path) -> DurableWriter:
+    clock = FixedClock(NOW)
+    return DurableWriter(EmbeddedSink(store, clock), Spool(tmp_path / "spool", 1 << 20), clock)
+
+
 def _store(tmp_path: Path) -> Store:
     return open_store(f"sqlite:///{tmp_path / 'g.db'}")
 
 
 def test_a_failing_consumer_does_not_stop_ingestion(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    writer = _writer(store, tmp_path)
     published: list[tuple[str, bytes]] = []
     deadletter = DeadLetter(store, lambda t, p: published.append((t, p)), 100, 65536)
 
@@ -48,7 +53,7 @@ def test_a_failing_consumer_does_not_stop_ingestion(tmp_path: Path) -> None:
 
 def test_the_configured_rate_limiter_is_the_one_used(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    writer = _writer(store, tmp_path)
     deadletter = DeadLetter(store, lambda t, p: None, 100, 65536)
     # A fresh limiter has no buckets: it must not be mistaken for no limiter at all.
     pipeline = Pipeline(writer, deadletter, limiter=RateLimiter(rate=1.0, burst=2.0))
@@ -104,7 +109,7 @@ def test_a_backlog_is_judged_on_the_device_clock_and_stored_in_full(tmp_path: Pa
     none is refused. The same 1,000 stamped within one second: the limit holds, and every
     refused frame is in the dead letter with its bytes and counted for its elevator."""
     store = _store(tmp_path)
-    writer = DurableWriter(EmbeddedSink(store), Spool(tmp_path / "spool", 1 << 20), FixedClock(NOW))
+    writer = _writer(store, tmp_path)
     deadletter = DeadLetter(store, lambda t, p: None, 10_000, 65536)
     pipeline = Pipeline(writer, deadletter, limiter=RateLimiter(rate=20.0, burst=600.0))
     start = NOW - timedelta(hours=3)

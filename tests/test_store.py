@@ -215,6 +215,36 @@ def test_dead_letter_keeps_the_newest(store: Store, eid: str) -> None:
     assert [r["detail"] for r in store.dead_letters(limit=3)] == ["4", "3", "2"]
 
 
+def test_embedded_telemetry_stores_each_frame_once_and_prunes_by_age(
+    store: Store, eid: str
+) -> None:
+    """A frame replayed after a crash (same elevator, boot, seq) adds no row; retention
+    deletes old points in bounded chunks and never touches incidents."""
+    day_ns = 86_400 * 10**9
+    now_ns = int(NOW.timestamp() * 1e9)
+
+    def point(seq: int, age_days: float, boot: int = 1) -> dict[str, object]:
+        ts = now_ns - int(age_days * day_ns)
+        return {"measurement": "elevator_status", "elevator_id": eid, "ts_ns": ts,
+                "line": f"elevator_status,elevator_id={eid} seq={seq}i {ts}", "boot": boot,
+                "seq": seq}  # fmt: skip
+
+    store.add_telemetry([point(n, 40 - n) for n in range(40)])  # one a day, 40 days back
+    store.add_telemetry([point(n, 40 - n) for n in range(35, 45)])  # a replay, and 5 new
+    store.add_telemetry([point(0, 1, boot=2)])  # after a reboot seq 0 is a new frame
+    online = {"measurement": "elevator_online", "elevator_id": eid, "ts_ns": now_ns,
+              "line": f"elevator_online,elevator_id={eid} online=true {now_ns}"}  # fmt: skip
+    store.add_telemetry([online, online])  # not frames: no identity, both kept
+    store.insert_incident(incident(eid), [], NOW - timedelta(days=400))
+    assert len(store.telemetry_lines(eid)) == 45 + 1 + 2
+    before = now_ns - 30 * day_ns
+    assert store.prune_telemetry(before, limit=4) == 4
+    assert store.prune_telemetry(before, limit=100) == 6  # older than 30 days: 10 of them
+    assert store.prune_telemetry(before, limit=100) == 0
+    assert len(store.telemetry_lines(eid)) == 38
+    assert store.list_incidents(elevator_id=eid)  # never pruned with telemetry
+
+
 def test_audit_log(store: Store, eid: str) -> None:
     store.add_audit(NOW, "admin", "0a1b2c3d", "PUT", f"/api/elevators/{eid}", "{}")
     [row] = [r for r in store.audit_log(limit=1000) if r["target"].endswith(eid)]

@@ -10,8 +10,10 @@ from pathlib import Path
 from gateway.clock import FixedClock
 from gateway.frames import Frame, decode
 from gateway.spool import Point, Spool
+from gateway.store import open_store
 from gateway.tsdb import (
     DurableWriter,
+    EmbeddedSink,
     Refused,
     SinkError,
     escape_tag,
@@ -37,7 +39,7 @@ def test_status_line() -> None:
         _frame("elevators/E1/status", json.dumps(body).encode()), ",district=West\\ Side"
     )
     ts_ns = 1_795_741_200_250_000_000
-    assert point == Point("elevator_status", "E1", ts_ns, point.line)
+    assert point == Point("elevator_status", "E1", ts_ns, point.line, 1, 42)
     head, rest = point.line.split(" floor=")
     fields, ts = ("floor=" + rest).split(" ")
     assert head == "elevator_status,elevator_id=E1,district=West\\ Side"
@@ -281,3 +283,14 @@ def test_extra_fields_are_kept_as_a_json_string_field() -> None:
         "extra="
         not in to_point(_frame("elevators/E1/event", event_frame("E1", 4, "OVERSPEED", ts=TS))).line
     )
+
+
+def test_embedded_sink_prunes_beyond_its_retention_as_it_writes(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'g.db'}")
+    sink = EmbeddedSink(store, FixedClock(NOW), retention_s=86_400)
+    day_ns = 86_400 * 10**9
+    now_ns = int(NOW.timestamp() * 1e9)
+    old = [Point("m", "E1", now_ns - 2 * day_ns + n, "old", 1, n) for n in range(3)]
+    sink.write([*old, Point("m", "E1", now_ns, "new", 1, 3)])
+    assert store.telemetry_lines("E1") == ["new"]
+    store.close()

@@ -28,6 +28,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from gateway.incidents.model import Incident, TimelineEntry
@@ -194,10 +196,26 @@ class Store:
 
     # -- embedded telemetry --------------------------------------------------------------
     def add_telemetry(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert points; a frame already stored (same elevator, boot and seq: replayed after
+        a crash) is skipped."""
         rows = list(rows)
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(insert(telemetry), rows)
+                dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                conn.execute(dialect_insert(telemetry).on_conflict_do_nothing(), rows)
+
+    def prune_telemetry(self, before_ns: int, limit: int) -> int:
+        """Delete up to `limit` of the oldest points older than `before_ns` (the embedded
+        store's retention; incidents and records live in other tables and are never pruned
+        here). Returns how many went."""
+        oldest = (
+            select(telemetry.c.id)
+            .where(telemetry.c.ts_ns < before_ns)
+            .order_by(telemetry.c.ts_ns)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(delete(telemetry).where(telemetry.c.id.in_(oldest))).rowcount
 
     def telemetry_lines(self, elevator_id: str | None = None) -> list[str]:
         query = select(telemetry.c.line).order_by(telemetry.c.ts_ns, telemetry.c.id)

@@ -67,7 +67,13 @@ telemetry = Table(
     Column("elevator_id", String(64), nullable=False),
     Column("ts_ns", BigInteger, nullable=False),
     Column("line", Text, nullable=False),
+    # A frame's identity (contract §1), null for points that are not frames (online, incident).
+    Column("boot", BigInteger),
+    Column("seq", BigInteger),
     Index("ix_telemetry_elevator_ts", "elevator_id", "ts_ns"),
+    Index("ix_telemetry_ts", "ts_ns"),  # retention
+    # Every frame once (contract §4), whatever is replayed after a crash.
+    Index("ux_telemetry_frame", "elevator_id", "measurement", "boot", "seq", unique=True),
 )
 
 
