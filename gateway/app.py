@@ -108,7 +108,14 @@ class Gateway:
         # In a cluster group, this gateway processes its share of the elevators only; it
         # learns the other members before the first frame.
         self.partition = (
-            Partition(self.store, s.cluster_group, s.mqtt_client_id, self.clock, s.cluster_lease_s)
+            Partition(
+                self.store,
+                s.cluster_group,
+                s.mqtt_client_id,
+                self.clock,
+                s.cluster_lease_s,
+                s.cluster_max_held,
+            )
             if s.cluster_group
             else None
         )

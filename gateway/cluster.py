@@ -19,10 +19,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.ingest import AckToken, RawMessage
 from gateway.store import Store
@@ -61,14 +62,17 @@ class Partition:
         self._member = member_id
         self._clock = clock
         self._lease = timedelta(seconds=lease_s)
-        self._renew_every = lease_s / 3
-        self._renew_at = 0.0
+        self._renew_every = self._lease / 3
+        self._renew_at = datetime.min.replace(tzinfo=UTC)  # one clock for leases and renewals
         self._lock = threading.Lock()
         self._members: tuple[str, ...] = (member_id,)
         self._owns: dict[str, bool] = {}
         # Other members' recent frames: what a takeover replays. Twice a lease covers the
-        # time from a member's last renewal to the others noticing its lease is gone.
+        # time from a member's last renewal to the others noticing its lease is gone. Bounded
+        # in size too: a frame pushed out younger than that is one a takeover could miss, so
+        # it is counted and logged (size `max_held` for the group's rate times two leases).
         self._held: deque[tuple[str, RawMessage]] = deque(maxlen=max_held)
+        self._dropped_logged_at = float("-inf")
 
     def owns(self, elevator_id: str) -> bool:
         owned = self._owns.get(elevator_id)
@@ -90,15 +94,29 @@ class Partition:
             if owned is None:
                 owned = self._owner_now(elevator_id)
             if not owned:
+                if len(self._held) == self._held.maxlen:
+                    self._dropped(self._held[0][1])
                 self._held.append((elevator_id, raw))
             return owned
+
+    def _dropped(self, raw: RawMessage) -> None:
+        metrics.CLUSTER_HELD_DROPPED.inc()
+        if time.monotonic() - self._dropped_logged_at >= 60:  # once a minute, not per frame
+            self._dropped_logged_at = time.monotonic()
+            log.warning(
+                "cluster_held_frame_dropped",
+                held=len(self._held),
+                oldest_received_at=raw.received_at.isoformat(),
+                detail="another member's frames exceed cluster_max_held: raise it, or a "
+                "takeover in the next two leases may miss frames",
+            )
 
     def renew(self) -> list[RawMessage]:
         """Renew the lease now; returns held frames of elevators this member has just taken
         over, oldest first, to process as if they had just arrived."""
         now = self._clock.now()
         live = tuple(self._store.renew_member(self._group, self._member, now + self._lease, now))
-        self._renew_at = time.monotonic() + self._renew_every
+        self._renew_at = now + self._renew_every
         horizon = now - 2 * self._lease
         with self._lock:
             while self._held and self._held[0][1].received_at < horizon:
@@ -114,7 +132,7 @@ class Partition:
         return [replace(raw, ack=_NO_ACK) for raw in taken]
 
     def renew_if_due(self) -> list[RawMessage]:
-        return self.renew() if time.monotonic() >= self._renew_at else []
+        return self.renew() if self._clock.now() >= self._renew_at else []
 
     def leave(self) -> None:
         self._store.leave(self._member)

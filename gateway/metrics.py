@@ -61,3 +61,7 @@ CONSUMER_ERRORS = Counter(
     "gateway_consumer_errors_total", "Frames whose detection or incident handling failed"
 )
 TICK_ERRORS = Counter("gateway_tick_errors_total", "Ticks (rules, SLA clocks) that failed")
+CLUSTER_HELD_DROPPED = Counter(
+    "gateway_cluster_held_dropped_total",
+    "Other members' frames pushed out of the takeover hold before two leases had passed",
+)

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # group split the elevators between them; each renews a lease of this length.
     cluster_group: str = Field("", max_length=64)
     cluster_lease_s: float = Field(10.0, gt=0)
+    # Other members' frames held for a takeover: at least the group's frames per second times
+    # two leases (200,000: 10,000 frames/s with the default lease).
+    cluster_max_held: int = Field(200_000, ge=1)
 
     @model_validator(mode="after")
     def _cluster_needs_every_frame(self) -> Self:

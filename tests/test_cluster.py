@@ -10,12 +10,16 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
-from gateway.cluster import owner
+from gateway.clock import FixedClock
+from gateway.cluster import Partition, owner
+from gateway.ingest import AckToken, RawMessage
 from gateway.store import open_store
 from tests.conftest import Device, Subscriber, event_frame, free_port, status_frame, wait_for
 from tests.gateways import api_url, healthy, start_gateway
@@ -216,3 +220,27 @@ def test_two_gateways_one_incident_and_outcome_per_entrapment_through_a_kill(
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=20)
+
+
+def test_the_takeover_hold_counts_what_it_pushes_out_and_renews_on_the_gateway_clock(
+    tmp_path: Path,
+) -> None:
+    """Frames held for a takeover are bounded; one pushed out is counted, never silent. The
+    lease and its renewal run on the one clock the gateway is given."""
+    store = open_store(f"sqlite:///{tmp_path / 'g.db'}")
+    clock = FixedClock(datetime(2026, 12, 1, tzinfo=UTC))
+    mine = Partition(store, "g", "a", clock, lease_s=10, max_held=3)
+    Partition(store, "g", "b", clock, lease_s=10).renew()
+    mine.renew()
+    theirs = [e for e in (f"E{n}" for n in range(100)) if not mine.owns(e)][:5]
+    before = REGISTRY.get_sample_value("gateway_cluster_held_dropped_total") or 0
+    for n, eid in enumerate(theirs):
+        raw = RawMessage(f"elevators/{eid}/status", b"{}", clock.now(), AckToken(n + 1, 1))
+        assert not mine.take_or_hold(eid, raw)
+    assert REGISTRY.get_sample_value("gateway_cluster_held_dropped_total") == before + 2
+    assert mine.renew_if_due() == []  # not due: no time has passed on its clock
+    clock.advance(3.4)
+    store.leave("b")  # b departs: its elevators and their held frames are a's now
+    taken = mine.renew_if_due()
+    assert [r.topic for r in taken] == [f"elevators/{e}/status" for e in theirs[2:]]
+    store.close()
