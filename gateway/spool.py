@@ -112,14 +112,25 @@ class Spool:
 
     def peek(self) -> tuple[int, list[Point]] | None:
         """The oldest segment's number and points, or None when empty."""
+        oldest = self.oldest(1)
+        return oldest[0] if oldest else None
+
+    def oldest(self, max_points: int) -> list[tuple[int, list[Point]]]:
+        """The oldest segments (number and points), as many as fit in `max_points` (at
+        least one, whatever its size); empty when the spool is."""
+        out: list[tuple[int, list[Point]]] = []
+        taken = 0
         while True:
             with self._lock:
-                if not self._segments:
-                    return None
-                segment = self._segments[0]
+                if len(self._segments) <= len(out):
+                    return out
+                segment = self._segments[len(out)]
+            if out and taken + segment.points > max_points:
+                return out
             try:
                 with open(segment.path, "rb") as f:
-                    return segment.number, [Point(*json.loads(line)) for line in f]
+                    out.append((segment.number, [Point(*json.loads(line)) for line in f]))
+                taken += segment.points
             except FileNotFoundError:
                 self.remove(segment.number)  # the size limit dropped it meanwhile: next one
 

@@ -38,6 +38,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DEFAULT_RETENTION_S: Final = 30 * 86_400.0
 _PRUNE_CHUNK: Final = 10_000
 _PRUNE_EVERY_S: Final = 600.0
+_REPLAY_POINTS: Final = 5000  # per write when replaying the spool
 _DOOR_CODE = {"closed": 0, "opening": 1, "open": 2, "closing": 3, "fault": 4}
 
 
@@ -360,27 +361,38 @@ class DurableWriter:
             backoff = min(backoff * 2, self._max_backoff)
 
     def _replay_one(self) -> bool:
-        """Replay the oldest segment; True if the sink took it (or nothing was left)."""
-        oldest = self._spool.peek()
-        if oldest is None:
+        """Replay the oldest segments, several in one write (a backlog of small batches
+        catches up in a few requests); True if the sink took them (or nothing was left)."""
+        segments = self._spool.oldest(_REPLAY_POINTS)
+        if not segments:
             with self._lock:
                 if not self._spool:  # still empty under the lock: safe to write directly
                     self._up = True
                     metrics.TSDB_UP.set(1)
                     log.info("tsdb_up_spool_drained")
             return True
-        number, points = oldest
         try:
-            self._write_isolating(points)
+            self._write_isolating([p for _number, points in segments for p in points])
         except _Unwritten as exc:
-            if len(exc.points) < len(points):  # written in part: keep only the rest
-                self._spool.rewrite(number, exc.points)
+            self._keep_only(segments, len(exc.points))
             metrics.TSDB_WRITE_ERRORS.inc()
             log.debug("tsdb_still_down", error=str(exc))
             return False
-        self._spool.remove(number)
-        self._publish_spool_metrics()
+        self._keep_only(segments, 0)
         return True
+
+    def _keep_only(self, segments: list[tuple[int, list[Point]]], unwritten: int) -> None:
+        """Forget the replayed `segments` but for their last `unwritten` points (what the
+        sink did not take, always a tail: points are written in order)."""
+        for number, points in reversed(segments):
+            if unwritten >= len(points):
+                unwritten -= len(points)
+            elif unwritten:
+                self._spool.rewrite(number, points[-unwritten:])
+                unwritten = 0
+            else:
+                self._spool.remove(number)
+        self._publish_spool_metrics()
 
     def _publish_spool_metrics(self) -> None:
         metrics.SPOOL_DEPTH.set(self._spool.depth)

@@ -23,6 +23,7 @@ from gateway.ingest import AckToken, RawMessage
 from gateway.store import open_store
 from tests.conftest import Device, Subscriber, event_frame, free_port, status_frame, wait_for
 from tests.gateways import api_url, healthy, start_gateway
+from tests.ledger import Row, record
 from tests.services import PgDatabase, make_pg_database
 
 AUTH = {"Authorization": "Bearer tok"}
@@ -213,6 +214,9 @@ def test_two_gateways_one_incident_and_outcome_per_entrapment_through_a_kill(
         finally:
             store.close()
         assert breach_alerts() == expected  # and no breach fired twice meanwhile
+        frames = sum(sent.values())  # each acknowledged before the next (Device.publish)
+        note = "embedded store on PostgreSQL; one incident and breach per entrapment"
+        record(Row("a cluster member killed -9", frames, frames, frames, 0, {}, 0, note))
     finally:
         device.close()
         alerts.close()

@@ -3,15 +3,14 @@ fail during a steady stream, and a flood of hostile payloads arrives; nothing th
 acknowledged is lost, nothing is stored twice, no incident is lost or doubled.
 
 Stored frames are checked by their exact `seq`s per elevator in VictoriaMetrics' raw export,
-not by counts. Each test adds a row to the issue's closing table (fault, frames sent, frames
-stored, duplicates, incidents lost) in the JSON-lines file named by `GATEWAY_FAULTS_REPORT`;
-`python bench/faults_report.py` runs this module and prints the table.
+not by counts. Each test adds a row to the ledger (tests/ledger.py) in the JSON-lines file
+named by `GATEWAY_FAULTS_REPORT`; `python bench/faults.py` runs this module with the others
+that add rows and prints the table.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -42,6 +41,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.gateways import start_gateway
+from tests.ledger import Row, record
 from tests.services import make_vm, scrape
 
 # Each test is bounded well below the suite's 300 s default (they take 10-50 s each).
@@ -52,15 +52,16 @@ RATE = 200  # frames/s across the fleet: 4 per elevator and second
 
 
 def _report(
-    fault: str, sent: int, stored: int, duplicates: int, incidents_lost: int, note: str = ""
+    fault: str,
+    published: int,
+    acknowledged: int,
+    stored: int,
+    note: str = "",
+    dead_lettered: dict[str, int] | None = None,
 ) -> None:
-    """A row of the closing table, for bench/faults_report.py."""
-    path = os.environ.get("GATEWAY_FAULTS_REPORT")
-    if path:
-        row = {"fault": fault, "sent": sent, "stored": stored, "duplicates": duplicates}
-        row |= {"incidents_lost": incidents_lost, "note": note}
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    """A row of the ledger (tests/ledger.py), once the test has asserted that every
+    acknowledged frame is stored exactly once."""
+    record(Row(fault, published, acknowledged, stored, 0, dead_lettered or {}, 0, note))
 
 
 def _stored(vm: VictoriaMetrics, prefix: str, acked: dict[str, set[int]]) -> dict[str, list[float]]:
@@ -151,7 +152,8 @@ def test_tsdb_down_30s_during_stream_every_frame_once_and_spool_visible(
             assert httpx.get(f"{base}/api/health").json()["spool_oldest_age_s"] == 0
             lost = 1 - _entrapments(settings.store_url, trapped)
     assert lost == 0
-    _report("time-series store stopped 30 s", stream.sent, stored, 0, lost, "no store dedup")
+    note = "no store dedup; the ENTRAPMENT sent meanwhile opened its incident"
+    _report("time-series store stopped 30 s", stream.sent, stream.acked_count(), stored, note)
 
 
 def test_gateway_kill9_during_qos1_stream_stores_every_frame(
@@ -198,7 +200,8 @@ def test_gateway_kill9_during_qos1_stream_stores_every_frame(
         vm.stop()
     assert entrapments == 1
     note = f"{duplicates} copies without store dedup, 0 with -dedup.minScrapeInterval=1ms"
-    _report("gateway kill -9 (QoS 1), restarted", stream.sent, stored, 0, 0, note)
+    _report("gateway kill -9 (QoS 1 stream), restarted", stream.sent, stream.acked_count(),
+            stored, note)  # fmt: skip
 
 
 _ACCEPTED_STATUS = 'gateway_frames_accepted_total{kind="status"}'
@@ -249,7 +252,8 @@ def test_broker_restart_during_stream_reconnects_no_loss_no_duplicate_incident(
     # The trapped car's own fault (stopped outside the door zone) is right; an `offline` for
     # every car the gateway could not hear was the defect this test found.
     assert sorted(incidents) == [(trapped, "STOP_OUTSIDE_DOOR_ZONE"), (trapped, "entrapment")]
-    _report("broker stopped 4 s, restarted", stream.sent, stored, 0, 0, "0 false offline")
+    note = "one entrapment incident, 0 false offline"
+    _report("broker stopped 4 s, restarted", stream.sent, stream.acked_count(), stored, note)
 
 
 HOSTILE = 100_000
@@ -435,5 +439,6 @@ def test_fuzz_100k_hostile_payloads_each_rejected_with_its_reason_valid_ones_sto
     finally:
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(timeout=30) == 0
-    note = f"{HOSTILE:,} hostile rejected under {len(expected)} reasons, no crash"
-    _report("fuzz: 100,000 hostile + 10,000 valid", len(messages), stored, 0, 0, note)
+    note = f"{HOSTILE:,} hostile messages rejected under {len(expected)} reasons, no crash"
+    fault = "fuzz: 100,000 hostile + 10,000 valid"
+    _report(fault, len(messages), len(messages), stored, note, dict(expected))

@@ -294,3 +294,29 @@ def test_embedded_sink_prunes_beyond_its_retention_as_it_writes(tmp_path: Path) 
     sink.write([*old, Point("m", "E1", now_ns, "new", 1, 3)])
     assert store.telemetry_lines("E1") == ["new"]
     store.close()
+
+
+def test_replay_takes_several_segments_and_keeps_exactly_what_was_not_written(
+    tmp_path: Path,
+) -> None:
+    """Three spooled segments replayed in one write; the store refuses a point and then goes
+    down part way: the written segment is forgotten, the rest kept, nothing written twice."""
+    sink = _DownAfter(ok=0)
+    sink.poison = frozenset({5})
+    sink.down = True
+    refused: list[int] = []
+    spool = Spool(tmp_path, 1 << 20)
+    writer = DurableWriter(
+        sink, spool, FixedClock(NOW), max_backoff_s=0.05,
+        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
+    )  # fmt: skip
+    for start in (0, 4, 8):
+        writer.write(_points(start, 4))
+    sink.ok, sink.down = 4, False  # up for 4 points: 0-3, then down again at 4
+    wait_for(lambda: spool.depth == 8, timeout=5)
+    assert [p.ts_ns for p in sink.points] == [0, 1, 2, 3]
+    sink.ok, sink.down = 10**9, False
+    wait_for(lambda: writer.healthy, timeout=5)
+    writer.close()
+    assert refused == [5]
+    assert [p.ts_ns for p in sink.points] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
