@@ -173,6 +173,80 @@ def registry_qr(
     typer.echo(f"wrote {len(written)} QR codes to {out}")
 
 
+deadletter_app = typer.Typer(
+    help="Rejected messages: what was refused, and replaying what can be stored now.",
+    no_args_is_help=True,
+)
+app.add_typer(deadletter_app, name="deadletter")
+
+
+@deadletter_app.command("summary")
+def deadletter_summary(config: ConfigOption = None) -> None:
+    """Count the dead letter's records by reason and elevator (the newest 100,000)."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from gateway.store import open_store
+
+    store = open_store(_settings_or_exit(config).store_url)
+    rows = store.dead_letters(limit=100_000)
+    store.close()
+    counts = Counter((r["reason"], r["elevator_id"] or "-") for r in rows)
+    table = Table("reason", "elevator", "records", title=f"dead letter: {len(rows):,} records")
+    for (reason, elevator_id), n in counts.most_common(50):
+        table.add_row(reason, elevator_id, f"{n:,}")
+    Console().print(table)
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    reason: Annotated[
+        str, typer.Option(help="rate_limited (a device's burst) or tsdb_refused (the store's 4xx).")
+    ],
+    elevator_id: Annotated[str | None, typer.Option(help="Only this elevator's.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Store the dead letter's frames of one reason now, straight to the time-series store
+    (the rules do not see them again: they are history), and remove the records stored.
+    Run it once the cause is gone: the device fixed, the store's retention raised."""
+    from gateway.clock import RealClock
+    from gateway.deadletter import REPLAYABLE, replay_points
+    from gateway.registry import RegistryCache
+    from gateway.store import open_store
+    from gateway.tsdb import EmbeddedSink, InfluxSink, Sink, SinkError
+
+    if reason not in REPLAYABLE:
+        typer.echo(f"error: only {' and '.join(REPLAYABLE)} records can be replayed", err=True)
+        raise typer.Exit(2)
+    s = _settings_or_exit(config)
+    store = open_store(s.store_url)
+    registry = RegistryCache()
+    registry.load(store.all_elevators())
+    sink: Sink = (
+        InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
+        if s.tsdb_url
+        else EmbeddedSink(store, RealClock(), s.telemetry_retention_days * 86_400)
+    )
+    rows = store.dead_letters(limit=10**9, reason=reason, elevator_id=elevator_id)
+    points = replay_points(list(reversed(rows)), registry.tags_for)  # oldest first
+    stored = 0
+    try:
+        for start in range(0, len(points), 5000):
+            chunk = points[start : start + 5000]
+            sink.write([p for _id, p in chunk])
+            store.delete_dead_letters([i for i, _p in chunk])
+            stored += len(chunk)
+    except SinkError as exc:
+        typer.echo(f"error: the store refused ({exc}); {stored:,} stored, the rest kept", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        sink.close()
+        store.close()
+    typer.echo(f"replayed {stored:,} of {len(rows):,} {reason} records into the time-series store")
+
+
 def _settings_or_exit(config: Path | None) -> Settings:
     try:
         return load_settings(config)

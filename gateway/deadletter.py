@@ -6,14 +6,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from gateway import metrics
-from gateway.frames import Rejected
+from gateway.frames import Frame, Rejected, decode
 from gateway.spool import Point
 from gateway.store import Store
+from gateway.tsdb import to_point
+
+TagsFor = Callable[[str], str]
 
 log = structlog.get_logger(__name__)
 
@@ -96,3 +100,35 @@ class DeadLetter:
         )
         for rejected in pending:
             self._publish(TOPIC, _message(rejected))
+
+
+# Rejections whose message was fine and can be stored once the cause is gone: a device's
+# burst beyond the rate limit, a point the store refused (e.g. past its retention, until the
+# retention is raised).
+REPLAYABLE = ("rate_limited", "tsdb_refused")
+
+
+def replay_points(rows: Sequence[dict[str, Any]], tags_for: TagsFor) -> list[tuple[int, Point]]:
+    """The points of replayable dead letters, with their record's id: a refused frame decoded
+    again at its original receive time, or the line the store refused, as it was."""
+    out: list[tuple[int, Point]] = []
+    for row in rows:
+        payload = bytes(row["payload"])
+        if row["reason"] == "tsdb_refused":
+            line = payload.decode()
+            measurement = row["topic"].removeprefix("tsdb/")
+            out.append(
+                (
+                    row["id"],
+                    Point(measurement, row["elevator_id"], int(line.rsplit(" ", 1)[1]), line),
+                )
+            )
+            continue
+        frame = decode(row["topic"], payload, _utc(row["received_at"]))
+        if isinstance(frame, Frame):
+            out.append((row["id"], to_point(frame, tags_for(frame.elevator_id))))
+    return out
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Final
 import structlog
 
 from gateway import metrics
-from gateway.deadletter import DeadLetter
+from gateway.deadletter import DeadLetter, TagsFor
 from gateway.dedup import Dedup
 from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode
 from gateway.ingest import AckToken, RawMessage
@@ -27,7 +27,6 @@ log = structlog.get_logger(__name__)
 CLOCK_SKEW_LIMIT_S: Final = timedelta(minutes=5).total_seconds()
 
 Consumer = Callable[[Frame], None]
-TagsFor = Callable[[str], str]
 
 
 class Pipeline:

@@ -195,6 +195,9 @@ class StoreProxy:
     def refuse(self, status: int, pred: Refuse) -> None:
         self._refusals.append((status, pred))
 
+    def release_refusals(self) -> None:
+        self._refusals.clear()
+
     def hang(self) -> None:
         self._released.clear()
         self._mode = "hang"

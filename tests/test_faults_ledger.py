@@ -12,7 +12,10 @@ stream, a cluster member killed) come from tests/test_faults.py and tests/test_c
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -67,6 +70,20 @@ def _stream_keys(stream: Stream) -> set[Key]:
     return {(eid, seq) for eid, seqs in stream.acked().items() for seq in seqs}
 
 
+def _cli(*args: str, settings: Settings) -> str:
+    """`elevator-gateway ARGS` on the settings' store and time-series store; its output."""
+    env = os.environ | {
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "GATEWAY_STORE_URL": settings.store_url,
+        "GATEWAY_TSDB_URL": settings.tsdb_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _dead(gw: Gateway) -> list[tuple[str, Key]]:
     return dead_letter_keys(gw.store.dead_letters(limit=100_000))
 
@@ -101,7 +118,8 @@ def test_a_babbling_device_is_contained_and_every_refused_frame_kept(
         (f"elevators/{eid}/status", status_frame(eid, seq, ts=now.isoformat()), (eid, seq))
         for seq in range(1000)
     ]
-    with Gateway(gateway_settings(rate_limit_burst=300)) as gw:
+    settings = gateway_settings(rate_limit_burst=300)
+    with Gateway(settings) as gw:
         assert gw.session.wait_connected(10)
         acked = publish_acked(broker.url, messages)
         wait_for(lambda: gw.pipeline.rate_limited.get(eid, 0) >= 700, timeout=20)
@@ -112,6 +130,11 @@ def test_a_babbling_device_is_contained_and_every_refused_frame_kept(
     assert (row.stored, row.dead_lettered, row.lost, row.duplicates) == (
         300, {"rate_limited": 700}, 0, 0,
     )  # fmt: skip
+    # Once the device is fixed, the operator stores its burst from the dead letter.
+    replay = _cli("deadletter", "replay", "--reason", "rate_limited", settings=settings)
+    assert "replayed 700 of 700 rate_limited records" in replay
+    replayed = stored_seqs(vm, prefix, acked)
+    assert sorted(int(s) for s in replayed[eid]) == list(range(1000))
 
 
 def test_a_store_refusing_one_elevators_points_costs_only_those(
@@ -157,12 +180,14 @@ def test_a_store_refusing_points_older_than_its_retention_takes_the_newer_ones(
     accepts device time up to 30 days back: a backlog spanning the cutoff is split, the old
     points dead-lettered with the answer, the newer ones stored."""
     now = datetime.now(UTC)
-    cutoff_ns = int((now - timedelta(days=1)).timestamp() * 1e9)
+    cutoff = now - timedelta(days=1, seconds=450)  # between two frames, 900 s apart
+    cutoff_ns = (cutoff - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
     proxy.refuse(422, lambda line: int(line.rsplit(" ", 1)[1]) < cutoff_ns)
     messages = [m for n in range(4) for m in _backlog(f"{prefix}-{n}", 200, 900.0, now)]
-    old = {key for _t, payload, key in messages if json.loads(payload)["ts"] < (
-        now - timedelta(days=1)).isoformat()}  # fmt: skip
-    with Gateway(gateway_settings(tsdb_url=proxy.url)) as gw:
+    old = {key for _t, payload, key in messages
+           if datetime.fromisoformat(json.loads(payload)["ts"]) < cutoff}  # fmt: skip
+    settings = gateway_settings(tsdb_url=proxy.url)
+    with Gateway(settings) as gw:
         assert gw.session.wait_connected(10)
         acked = publish_acked(broker.url, messages)
         stored = stored_seqs(vm, prefix, acked - old)
@@ -174,6 +199,12 @@ def test_a_store_refusing_points_older_than_its_retention_takes_the_newer_ones(
     assert (row.stored, row.dead_lettered, row.lost, row.duplicates) == (
         len(messages) - len(old), {"tsdb_refused": len(old)}, 0, 0,
     )  # fmt: skip
+    # The retention raised, the operator stores the refused lines as they were.
+    proxy.release_refusals()
+    replay = _cli("deadletter", "replay", "--reason", "tsdb_refused", settings=settings)
+    assert f"replayed {len(old)} of {len(old)} tsdb_refused records" in replay
+    replayed = stored_seqs(vm, prefix, acked)
+    assert sum(len(v) for v in replayed.values()) == len(messages)
 
 
 @pytest.mark.parametrize("fault", ["hang", "down"])

@@ -183,12 +183,21 @@ class Store:
             ).scalar_subquery()
             conn.execute(delete(dead_letter).where(dead_letter.c.id <= newest_dropped))
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(
+        self, limit: int = 100, reason: str | None = None, elevator_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest rejections first, of one reason and elevator if given."""
+        query = select(dead_letter).order_by(dead_letter.c.id.desc()).limit(limit)
+        if reason is not None:
+            query = query.where(dead_letter.c.reason == reason)
+        if elevator_id is not None:
+            query = query.where(dead_letter.c.elevator_id == elevator_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(dead_letter).order_by(dead_letter.c.id.desc()).limit(limit)
-            ).mappings()
-            return [dict(r) for r in rows]
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def delete_dead_letters(self, ids: Sequence[int]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(dead_letter).where(dead_letter.c.id.in_(list(ids))))
 
     def dead_letter_count(self) -> int:
         with self.engine.connect() as conn:
