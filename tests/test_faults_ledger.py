@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.app import Gateway
@@ -127,6 +128,10 @@ def test_a_babbling_device_is_contained_and_every_refused_frame_kept(
         wait_for(lambda: len(_dead(gw)) >= 700, timeout=20)
         row = record(reconcile("a device babbles 1,000 frames in 1 s of its clock", 1000,
                                acked, stored, _dead(gw), "burst 300"))  # fmt: skip
+        base = f"http://127.0.0.1:{settings.http_port}"
+        assert httpx.get(f"{base}/api/health").json()["rate_limited"] == {eid: 700}
+        page = scrape(f"{base}/metrics")
+        assert page[f'gateway_rate_limited_frames_total{{elevator_id="{eid}"}}'] == 700
     assert (row.stored, row.dead_lettered, row.lost, row.duplicates) == (
         300, {"rate_limited": 700}, 0, 0,
     )  # fmt: skip
