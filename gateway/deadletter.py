@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -116,19 +116,9 @@ def replay_points(rows: Sequence[dict[str, Any]], tags_for: TagsFor) -> list[tup
         payload = bytes(row["payload"])
         if row["reason"] == "tsdb_refused":
             line = payload.decode()
-            measurement = row["topic"].removeprefix("tsdb/")
-            out.append(
-                (
-                    row["id"],
-                    Point(measurement, row["elevator_id"], int(line.rsplit(" ", 1)[1]), line),
-                )
-            )
-            continue
-        frame = decode(row["topic"], payload, _utc(row["received_at"]))
-        if isinstance(frame, Frame):
+            ts_ns = int(line.rsplit(" ", 1)[1])
+            point = Point(row["topic"].removeprefix("tsdb/"), row["elevator_id"], ts_ns, line)
+            out.append((row["id"], point))
+        elif isinstance(frame := decode(row["topic"], payload, row["received_at"]), Frame):
             out.append((row["id"], to_point(frame, tags_for(frame.elevator_id))))
     return out
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
