@@ -50,6 +50,11 @@ class RateLimiter:
         self._refusing.add(key)
         return Decision(False, first)
 
+    def wait_s(self, key: str, now_s: float) -> float:
+        """How long until `key` may take a token (0: now), without taking one."""
+        full_at = self._full_at.get(key, now_s)
+        return max(0.0, full_at - now_s - (self._burst - 1.0) / self._rate)
+
     def __len__(self) -> int:
         return len(self._full_at)
 
