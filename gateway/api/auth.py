@@ -63,9 +63,6 @@ class TokenBook:
         flight sees the old book or the new one, never a mix)."""
         self._entries = [(_digest(token), role) for token, role in tokens.items()]
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def identify(self, token: str) -> Caller | None:
         presented = _digest(token)
         found: Caller | None = None

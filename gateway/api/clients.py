@@ -1,4 +1,4 @@
-"""Per-client limits at the edges a city deployment exposes (sign-in, the API's 401s, the
+"""Per-client limits at the edges a city deployment exposes (failed authentications, the
 public elevator page).
 
 A client is known by a keyed hash of its address (the key is random per process), so limits
