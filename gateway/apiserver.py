@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo
 import structlog
 import uvicorn
 
+from gateway.api.auth import TokenBook
 from gateway.api.deps import Context
 from gateway.app import policy, serve_http
 from gateway.clock import Clock, RealClock
 from gateway.incidents.service import IncidentService
 from gateway.registry import RegistryCache
-from gateway.settings import Settings, redact_url
+from gateway.settings import Settings, redact_url, tokens_of
 from gateway.store import open_store
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ class ApiServer:
         self.settings = settings
         self.clock = clock or RealClock()
         self._http: tuple[uvicorn.Server, threading.Thread] | None = None
+        self.tokens = TokenBook(tokens_of(settings))  # rotated on SIGHUP, see the CLI
 
     def start(self) -> Self:
         s = self.settings
@@ -47,7 +49,7 @@ class ApiServer:
             registry.update,
             ZoneInfo(s.timezone),
         )
-        self._http = serve_http(context, s)
+        self._http = serve_http(context, s, self.tokens)
         log.info("api_started", store=redact_url(s.store_url), port=s.http_port)
         return self
 

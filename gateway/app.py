@@ -24,6 +24,7 @@ import uvicorn
 
 from gateway import metrics
 from gateway.api import create_app
+from gateway.api.auth import TokenBook
 from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
@@ -38,7 +39,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
 from gateway.rules import RuleEngine, RuleError, load_rules
 from gateway.rules.engine import SITE_RULE
-from gateway.settings import Settings, parse_tokens, redact_url
+from gateway.settings import Settings, redact_url, tokens_of
 from gateway.spool import Spool
 from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
@@ -69,6 +70,7 @@ class Gateway:
         self._http_thread: threading.Thread | None = None
         self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
         self._reload_rules = threading.Event()
+        self.tokens = TokenBook(tokens_of(settings))  # rotated on SIGHUP, see the CLI
         self._stopping = threading.Event()
         self._seen_up_to = self.clock.now()
         self._caught_up = True  # the last look at the session found nothing waiting
@@ -381,16 +383,21 @@ class Gateway:
             ZoneInfo(s.timezone),
         )  # fmt: skip
         try:
-            self._http, self._http_thread = serve_http(context, s)
+            self._http, self._http_thread = serve_http(context, s, self.tokens)
         except StartError:
             self.stop()
             raise
 
 
-def serve_http(context: Context, s: Settings) -> tuple[uvicorn.Server, threading.Thread]:
+def serve_http(
+    context: Context, s: Settings, tokens: TokenBook
+) -> tuple[uvicorn.Server, threading.Thread]:
     """The HTTP API and pages on a thread of their own, started; StartError if they can't."""
+    app = create_app(
+        context, tokens, public_docs=s.public_docs, https=s.public_base_url.startswith("https:")
+    )
     config = uvicorn.Config(
-        create_app(context, parse_tokens(s.tokens)),
+        app,
         host=s.http_host,
         port=s.http_port,
         log_level="warning",

@@ -59,12 +59,13 @@ class CitizenDesk:
         self._lock = threading.Lock()
 
     def allow(self, client: str, now: datetime) -> bool:
-        """Whether `client` (its address) may send another report now."""
+        """Whether `client` (a keyed hash of its address, never the address) may send
+        another report now."""
         now_s = now.timestamp()
         with self._lock:
             decision = self._limiter.check(client, now_s)
         if decision.first_refusal:
-            log.warning("public_reports_rate_limited", client=client)
+            log.warning("public_reports_rate_limited", client_hash=client)
         return decision.allowed
 
     def report(self, elevator_id: str, problem: str, note: str | None, now: datetime) -> Outcome:

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import signal
 import threading
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import structlog
 import typer
 
 from gateway import logs
 from gateway.report_cli import report
 from gateway.rules import RuleError
 from gateway.rules.cli import app as rules_app
-from gateway.settings import ConfigError, Settings, load_settings
+from gateway.settings import (
+    ROLES,
+    ConfigError,
+    Settings,
+    load_settings,
+    new_token,
+    tokens_of,
+)
+
+if TYPE_CHECKING:
+    from gateway.apiserver import ApiServer
+    from gateway.app import Gateway
+
+log = structlog.get_logger(__name__)
 
 app = typer.Typer(
     help="Elevator telemetry and rescue gateway: MQTT frames in, time series, rescue "
@@ -43,7 +58,7 @@ def run(config: ConfigOption = None) -> None:
     except RuleError as exc:
         typer.echo(f"error: rule files refused:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    signal.signal(signal.SIGHUP, lambda *_: gateway.reload_rules())
+    signal.signal(signal.SIGHUP, lambda *_: _reload(gateway, config))
     try:
         stop.wait()
     finally:
@@ -62,6 +77,7 @@ def api(config: ConfigOption = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = ApiServer(settings).start()
+    signal.signal(signal.SIGHUP, lambda *_: _reload_tokens(server, config))
     try:
         stop.wait()
     finally:
@@ -245,6 +261,37 @@ def deadletter_replay(
         sink.close()
         store.close()
     typer.echo(f"replayed {stored:,} of {len(rows):,} {reason} records into the time-series store")
+
+
+Role = StrEnum("Role", {name: name for name in ROLES})
+token_app = typer.Typer(help="API tokens (GATEWAY_TOKENS, tokens_file).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("new")
+def token_new(
+    role: Annotated[Role, typer.Option(help="The token's role.")],
+) -> None:
+    """Print a new random token as a `role:token` entry for GATEWAY_TOKENS or tokens_file."""
+    typer.echo(f"{role}:{new_token()}")
+
+
+def _reload(gateway: Gateway, config: Path | None) -> None:
+    gateway.reload_rules()
+    _reload_tokens(gateway, config)
+
+
+def _reload_tokens(server: Gateway | ApiServer, config: Path | None) -> None:
+    """On SIGHUP: the tokens of the configuration as it is now (TOML file, tokens_file; the
+    environment cannot change under a running process). A bad configuration is refused and
+    the tokens in force stay."""
+    try:
+        tokens = tokens_of(load_settings(config))
+    except (ConfigError, OSError, ValueError) as exc:
+        log.error("tokens_reload_refused", error=str(exc), detail="the previous tokens stay")
+        return
+    server.tokens.replace(tokens)
+    log.info("tokens_reloaded", tokens=len(tokens))
 
 
 def _settings_or_exit(config: Path | None) -> Settings:

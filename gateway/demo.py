@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import secrets
 import signal
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from rich.table import Table
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.embedded import EmbeddedBroker
-from gateway.settings import load_settings
+from gateway.settings import ROLES, load_settings, new_token
 from simulators.crew import ApiReporter, CrewConfig, DelayConfig
 from simulators.faults import FaultConfig
 from simulators.fleet import Fleet
@@ -100,9 +99,7 @@ class Demo:
         self.options = options
         self.workdir = options.data_dir or Path(tempfile.mkdtemp(prefix="elevator-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.tokens = {
-            role: secrets.token_urlsafe(9) for role in ("dispatcher", "regulator", "admin")
-        }
+        self.tokens = {role: new_token() for role in ROLES}
         self.clock = ScaledClock(options.speed)
         self.broker = EmbeddedBroker(self.workdir / "mosquitto")
         self._context = multiprocessing.get_context("spawn")  # no threads inherited mid-flight

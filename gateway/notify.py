@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 ALERTS_TOPIC = "dispatch/alerts"
 SIGNATURE_HEADER = "X-Gateway-Signature"
+TIMESTAMP_HEADER = "X-Gateway-Timestamp"
 _MAX_BACKOFF = timedelta(minutes=5)
 
 
@@ -97,8 +98,12 @@ def alert_messages(payload: dict[str, Any], webhooks: Sequence[str] = ()) -> lis
     ]
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """HMAC-SHA256 of `{timestamp}.{body}` (as Stripe signs): the time is covered, so a
+    receiver that refuses old timestamps cannot be fed a captured request again (see
+    deploy/verify_webhook.py)."""
+    signed = f"{timestamp}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 class Notifier:
@@ -183,7 +188,10 @@ class Notifier:
     def _webhook(self, message: OutboxMessage) -> bool:
         headers = {"Content-Type": "application/json"}
         if self._secret:
-            headers[SIGNATURE_HEADER] = sign(self._secret, message.payload)
+            # Signed at each attempt: a retry carries its own time, not the first one's.
+            timestamp = int(self._clock.now().timestamp())
+            headers[TIMESTAMP_HEADER] = str(timestamp)
+            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, message.payload)
         try:
             response = self._http.post(message.target, content=message.payload, headers=headers)
         except httpx.HTTPError as exc:

@@ -57,6 +57,12 @@ class RateLimiter:
         self._refusing.add(key)
         return Decision(False, first)
 
+    def wait_s(self, key: str, now_s: float) -> float:
+        """How long until `key` may take a token (0: now), without taking one."""
+        bucket = self._buckets.get(key)
+        full_at = now_s if bucket is None else bucket[0]
+        return max(0.0, full_at - now_s - (self._burst - 1.0) / self._rate)
+
     def __len__(self) -> int:
         return len(self._buckets)
 

@@ -139,6 +139,7 @@ class GroupFigures:
     release_median_s: float | None
     acknowledged_within_limit: int
     breach_ids: tuple[str, ...]
+    citizen_started: int  # of `incidents`, first reported by a citizen on the public page
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ class Breach:
     deadline_at: datetime
     arrived_at: datetime | None
     arrival_s: float | None
+    source: str  # how it was first reported (`citizen`: the public page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,15 @@ class SourceFigures:
     incidents: int
     entrapments: int
     entrapments_pct: float | None  # of all counted entrapments
+
+
+@dataclass(frozen=True, slots=True)
+class CitizenFalseAlarms:
+    elevator_id: str
+    false_alarms: int  # citizen-started incidents closed as `false_alarm` in the period
+    entrapments: int  # of them, `trapped` reports (which started the arrival clock)
+    last_at: datetime
+    incident_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +463,7 @@ def _figures(group: str | None, incidents: list[Incident]) -> GroupFigures:
         release_median_s=_median(releases),
         acknowledged_within_limit=acked_in_time,
         breach_ids=tuple(breached),
+        citizen_started=sum(1 for i in incidents if i.source == "citizen"),
     )
 
 
@@ -481,6 +493,7 @@ def breaches(incidents: Iterable[Incident]) -> list[Breach]:
             i.deadline_at,
             i.arrived_at,
             i.arrival_s,
+            i.source,
         )
         for i in sorted(filter(counted, incidents), key=_chronological)
         if i.sla == "breached"
@@ -870,6 +883,32 @@ def by_source(incidents: Iterable[Incident]) -> list[SourceFigures]:
     return rows
 
 
+def citizen_false_alarms(incidents: Iterable[Incident]) -> list[CitizenFalseAlarms]:
+    """Per elevator, the incidents citizens started (public page) that were closed as
+    `false_alarm`, most first: where the page is abused, or its reports misread. Drills
+    left out."""
+    false = sorted(
+        (
+            i
+            for i in incidents
+            if i.source == "citizen" and i.resolution == "false_alarm" and not i.drill
+        ),
+        key=lambda i: (i.elevator_id, _chronological(i)),
+    )
+    rows = [
+        CitizenFalseAlarms(
+            elevator_id,
+            len(members),
+            sum(1 for i in members if i.kind == "entrapment"),
+            members[-1].opened_at,
+            tuple(i.id for i in members),
+        )
+        for elevator_id, group in groupby(false, key=lambda i: i.elevator_id)
+        for members in [list(group)]
+    ]
+    return sorted(rows, key=lambda r: (-r.false_alarms, r.elevator_id))
+
+
 def without_telemetry(
     registry: Registry, modes: Iterable[ModeSample], online: Iterable[OnlineSample]
 ) -> list[WithoutTelemetry]:
@@ -902,6 +941,7 @@ SECTIONS: Final[dict[str, type]] = {
     "offline-stretches": OfflineStretch,
     "sources": SourceFigures,
     "without-telemetry": WithoutTelemetry,
+    "citizen-false-alarms": CitizenFalseAlarms,
 }
 
 
@@ -950,6 +990,7 @@ def build(
         "offline-stretches": offline_stretches(inputs.online, since, as_of),
         "sources": by_source(period),
         "without-telemetry": without_telemetry(registry, inputs.modes, inputs.online),
+        "citizen-false-alarms": citizen_false_alarms(period),
     }
 
 
@@ -969,13 +1010,31 @@ def to_json(rows: Iterable[Any]) -> list[dict[str, Any]]:
     return [{f.name: _plain(getattr(r, f.name)) for f in fields(r)} for r in rows]
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """Lists space-separated, None empty; text a spreadsheet would run as a formula (an
+    address or a note typed by anyone) gets a leading apostrophe, so it stays text. Line
+    breaks become LF, which the writer quotes (a bare CR it leaves unquoted, and a
+    spreadsheet would start a row there)."""
+    if isinstance(value, list):
+        value = " ".join(value)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        if value.startswith(_FORMULA_START):
+            value = "'" + value
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    return value
+
+
 def to_csv(row_type: type, rows: Iterable[Any]) -> str:
-    """Rows as CSV with a header (also when empty); lists are space-separated."""
+    """Rows as CSV with a header (also when empty); cells as `_csv_cell` makes them."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(f.name for f in fields(row_type))
     for row in to_json(rows):
-        writer.writerow(
-            " ".join(v) if isinstance(v, list) else "" if v is None else v for v in row.values()
-        )
+        writer.writerow(_csv_cell(v) for v in row.values())
     return out.getvalue()

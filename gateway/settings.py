@@ -6,6 +6,7 @@ TOML keys are the variable names without the prefix, in lower case (`mqtt_url = 
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +21,9 @@ from pydantic_settings import (
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
 ROLES = ("dispatcher", "regulator", "admin")
+# 24 characters of a random token are over 128 bits (token_urlsafe: 6 bits each); shorter ones
+# are typed-in words, the first thing a guesser tries.
+MIN_TOKEN_CHARS = 24
 
 
 class ConfigError(Exception):
@@ -81,6 +85,11 @@ class Settings(BaseSettings):
     level2_webhooks: list[str] = Field(default_factory=list, description="rescue station")
     regulator_webhooks: list[str] = Field(default_factory=list)
     webhook_secret: str = Field("", description="HMAC-SHA256 key for X-Gateway-Signature")
+    # More role:token entries, one a line (# comments): read at start and again on SIGHUP,
+    # so tokens rotate without a restart; e.g. a Docker or systemd credential file.
+    tokens_file: FilePath | None = None
+    # /docs and /openapi.json without a login (they describe the API, not its data).
+    public_docs: bool = False
     tick_interval_s: float = Field(0.25, gt=0)
     # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
     rate_limit_per_s: float = Field(20.0, gt=0)
@@ -103,9 +112,18 @@ class Settings(BaseSettings):
 
     @field_validator("tokens")
     @classmethod
-    def _tokens_have_known_roles(cls, value: str) -> str:
+    def _tokens_are_valid(cls, value: str) -> str:
         parse_tokens(value)
         return value
+
+    @model_validator(mode="after")
+    def _token_file_is_valid(self) -> Self:
+        if self.tokens_file is not None:
+            try:
+                tokens_of(self)
+            except ValueError as exc:
+                raise ValueError(f"tokens_file: {exc}") from None
+        return self
 
     @field_validator("mqtt_url")
     @classmethod
@@ -139,16 +157,39 @@ class Settings(BaseSettings):
 
 
 def parse_tokens(value: str) -> dict[str, str]:
-    """`role:token,role:token` -> {token: role}."""
+    """`role:token,role:token` -> {token: role}. A token shorter than MIN_TOKEN_CHARS, or one
+    listed with two roles (which role would it carry?), is refused; the message names the
+    entry by its role and position, never by the token."""
     tokens: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in value.split(","))):
+    for n, pair in enumerate(filter(None, (p.strip() for p in value.split(","))), start=1):
         role, sep, token = pair.partition(":")
         if not sep or not token:
             raise ValueError("each entry must be role:token")
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"entry {n} ({role}): token of {len(token)} characters, at least "
+                f"{MIN_TOKEN_CHARS} needed (`elevator-gateway token new --role {role}` makes one)"
+            )
+        if tokens.get(token, role) != role:
+            raise ValueError(f"entry {n}: the same token is listed as {tokens[token]} and {role}")
         tokens[token] = role
     return tokens
+
+
+def tokens_of(settings: Settings) -> dict[str, str]:
+    """Every token of `tokens` and `tokens_file` (read now) -> role."""
+    entries = [settings.tokens]
+    if settings.tokens_file is not None:
+        lines = settings.tokens_file.read_text().splitlines()
+        entries += [line for line in lines if not line.lstrip().startswith("#")]
+    return parse_tokens(",".join(entries))
+
+
+def new_token() -> str:
+    """A random token of 43 characters (256 bits), safe in a header, URL or TOML string."""
+    return secrets.token_urlsafe(32)
 
 
 def redact_url(url: str) -> str:

@@ -14,7 +14,11 @@ from gateway.app import Gateway
 from gateway.clock import FixedClock
 from tests.conftest import gateway_up, wait_for
 
-TOKENS = {"dispatcher": "d-people", "regulator": "r-people", "admin": "a-people"}
+TOKENS = {
+    "dispatcher": "d-people-token-0123456789",
+    "regulator": "r-people-token-0123456789",
+    "admin": "a-people-token-0123456789",
+}
 ARRIVAL_LIMIT_S = 600
 ARRIVAL_WARNING_S = 300
 

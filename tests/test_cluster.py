@@ -26,7 +26,7 @@ from tests.gateways import api_url, healthy, start_gateway
 from tests.ledger import Row, record
 from tests.services import PgDatabase, make_pg_database
 
-AUTH = {"Authorization": "Bearer tok"}
+AUTH = {"Authorization": "Bearer tok-0123456789abcdefghijklmn"}
 ELEVATORS = 12
 _SEQ = re.compile(r"[ ,]seq=(\d+)i")
 
@@ -101,7 +101,7 @@ def test_two_gateways_one_incident_and_outcome_per_entrapment_through_a_kill(
         "GATEWAY_CLUSTER_LEASE_S": "1.5",
         "GATEWAY_ARRIVAL_LIMIT_S": "4",
         "GATEWAY_ARRIVAL_WARNING_S": "3",
-        "GATEWAY_TOKENS": "dispatcher:tok",
+        "GATEWAY_TOKENS": "dispatcher:tok-0123456789abcdefghijklmn",
         "GATEWAY_FLUSH_INTERVAL_S": "0.05",
         "GATEWAY_LOG_LEVEL": "warning",
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),

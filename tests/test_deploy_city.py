@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from gateway.settings import load_settings
+from gateway.settings import ConfigError, Settings, load_settings, new_token
 
 CITY = Path(__file__).resolve().parent.parent / "deploy" / "city"
 
@@ -46,14 +47,21 @@ def test_every_gateway_and_api_instance_shares_one_store_and_loads() -> None:
     }
     assert len(stores) == 1 and stores.pop().startswith("postgresql://")
     for name, service in gateways.items():
-        settings = load_settings(**_settings_of(service["environment"]))
+        settings = _loads_once_tokens_are_set(_settings_of(service["environment"]))
         assert settings.mqtt_topic_prefix.startswith("$share/"), name
         assert settings.cluster_group == "", f"{name}: EMQX shares by publisher already"
         assert settings.tsdb_url.startswith("http://vminsert:"), name
         assert settings.mqtt_session_expiry_s <= 300, f"{name}: a dead member's share waits"
     for name, service in apis.items():
         assert service["command"] == ["elevator-gateway", "api"], name
-        load_settings(**_settings_of(service["environment"]))
+        _loads_once_tokens_are_set(_settings_of(service["environment"]))
+
+
+def _loads_once_tokens_are_set(values: dict[str, str]) -> Settings:
+    """The example's placeholder tokens refuse the start until replaced; then it loads."""
+    with pytest.raises(ConfigError, match="tokens"):
+        load_settings(**values)
+    return load_settings(**values | {"tokens": f"dispatcher:{new_token()}"})
 
 
 def test_emqx_cluster_shares_by_publisher() -> None:

@@ -23,10 +23,10 @@ def test_breach_due_while_down_fires_once_at_start(
     env = gateway_env | {
         "GATEWAY_ARRIVAL_LIMIT_S": "3",
         "GATEWAY_ARRIVAL_WARNING_S": "3",
-        "GATEWAY_TOKENS": "dispatcher:tok",
+        "GATEWAY_TOKENS": "dispatcher:tok-0123456789abcdefghijklmn",
         "GATEWAY_TSDB_URL": "",
     }
-    auth = {"Authorization": "Bearer tok"}
+    auth = {"Authorization": "Bearer tok-0123456789abcdefghijklmn"}
     alerts = Subscriber(broker.url, "dispatch/alerts")
     gw = start_gateway(env, tmp_path / "gw.log")
     wait_for(lambda: healthy(env))

@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 
+from deploy.verify_webhook import verify
 from gateway.app import Gateway
-from gateway.notify import SIGNATURE_HEADER, sign
+from gateway.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import Device, free_port, status_frame, wait_for
+
+TOKEN = "tok-0123456789abcdefghijklmn"
 
 
 class WebhookReceiver:
@@ -49,10 +52,13 @@ def test_crew_seen_in_telemetry_then_release_from_telemetry(
 ) -> None:
     hook = WebhookReceiver()
     settings = gateway_settings(
-        tsdb_url="", tokens="dispatcher:tok", alert_webhooks=[hook.url], webhook_secret="s3cret"
+        tsdb_url="",
+        tokens=f"dispatcher:{TOKEN}",
+        alert_webhooks=[hook.url],
+        webhook_secret="s3cret",
     )
     eid = f"{prefix}-tel"
-    auth = {"Authorization": "Bearer tok"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     api = f"http://127.0.0.1:{settings.http_port}/api"
     seq = iter(range(1000))
 
@@ -123,12 +129,14 @@ def test_crew_seen_in_telemetry_then_release_from_telemetry(
 
     wait_for(lambda: hook.received)
     headers, body = hook.received[0]
-    assert headers[SIGNATURE_HEADER] == sign("s3cret", body)
+    timestamp = int(headers[TIMESTAMP_HEADER])
+    assert headers[SIGNATURE_HEADER] == sign("s3cret", timestamp, body)
+    assert verify("s3cret", headers, body, now=gw.clock.now().timestamp())
     assert json.loads(body)["incident_id"] == incident_id
     hook.close()
 
 
 def _get(api: str, incident_id: str) -> dict[str, Any]:
     return httpx.get(
-        f"{api}/incidents/{incident_id}", headers={"Authorization": "Bearer tok"}
+        f"{api}/incidents/{incident_id}", headers={"Authorization": f"Bearer {TOKEN}"}
     ).json()

@@ -134,6 +134,7 @@ def test_response_times_every_figure_by_company() -> None:
         release_median_s=300,  # 180 [300] 600
         acknowledged_within_limit=3,
         breach_ids=("a5", "a6"),
+        citizen_started=0,
     )
     assert (b.group, b.incidents, b.within_limit_pct) == ("B", 2, 100.0)
     assert b.arrival_median_s == 720  # mean of 480 and 960
@@ -485,12 +486,12 @@ def test_csv_and_json_forms() -> None:
     lines = text.splitlines()
     assert lines[0] == (
         "incident_id,elevator_id,maintenance_company,district,opened_at,deadline_at,"
-        "arrived_at,arrival_s"
+        "arrived_at,arrival_s,source"
     )
     assert lines[1] == (
-        "a5,E2,A,North,2026-03-02T02:00:00Z,2026-03-02T02:30:00Z,2026-03-02T02:35:00Z,2100.0"
+        "a5,E2,A,North,2026-03-02T02:00:00Z,2026-03-02T02:30:00Z,2026-03-02T02:35:00Z,2100.0,phone"
     )
-    assert lines[2].endswith(",,")  # no arrival
+    assert lines[2].endswith(",,,phone")  # no arrival
     assert reports.to_csv(reports.Breach, []).count("\n") == 1  # header only
     figures = reports.to_json(reports.response_times(INCIDENTS, "maintenance_company"))
     assert figures[0]["breach_ids"] == ["a5", "a6"]

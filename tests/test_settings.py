@@ -56,9 +56,10 @@ def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_tokens() -> None:
-    assert parse_tokens("dispatcher:abc, regulator:def") == {
-        "abc": "dispatcher",
-        "def": "regulator",
+    d, r = "d" * 24, "r" * 30
+    assert parse_tokens(f"dispatcher:{d}, regulator:{r}, dispatcher:{d}") == {
+        d: "dispatcher",
+        r: "regulator",
     }
 
 

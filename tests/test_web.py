@@ -45,7 +45,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-TOKENS = {"dispatcher": "d-web", "regulator": "r-web", "admin": "a-web"}
+TOKENS = {
+    "dispatcher": "d-web-token-0123456789abc",
+    "regulator": "r-web-token-0123456789abc",
+    "admin": "a-web-token-0123456789abc",
+}
 SPEED = 10.0
 TIMEOUT_MS = 20_000
 TRAPPED = {"moving": False, "door": "closed", "door_zone": False, "occupied": True, "floor": 7}

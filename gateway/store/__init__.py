@@ -277,8 +277,11 @@ class Store:
                 )
             ).inserted_primary_key[0]
 
-    def outage_notices(self) -> list[Notice]:
+    def outage_notices(self, elevator_id: str | None = None) -> list[Notice]:
+        """Every notice, or one elevator's (an index lookup), oldest first."""
         query = select(outage_notices).order_by(outage_notices.c.posted_at)
+        if elevator_id is not None:
+            query = query.where(outage_notices.c.elevator_id == elevator_id)
         with self.engine.connect() as conn:
             return [
                 Notice(r.elevator_id, r.posted_at, r.reason, r.expected_return_at)

@@ -25,8 +25,11 @@ from gateway.api.auth import (
     ROLE_REGULATOR,
     TOKEN_COOKIE,
     Caller,
-    identify,
+    FailureGuard,
+    TooManyFailures,
+    guarded_identify,
 )
+from gateway.api.clients import client_key
 from gateway.frames import ELEVATOR_ID_RE
 from gateway.incidents.model import RESOLUTIONS
 from gateway.reports import SECTIONS
@@ -37,7 +40,7 @@ LANG_COOKIE: Final = "lang"
 _MAX_FORM_BYTES: Final = 4096
 _HOME: Final = {ROLE_DISPATCHER: "/board", ROLE_REGULATOR: "/regulator", ROLE_ADMIN: "/fleet"}
 # Where `next` may send a caller after login: our own pages only (no open redirect).
-_PAGE_PATH: Final = re.compile(rf"/(board|fleet|regulator|elevators/{ELEVATOR_ID_RE.pattern})")
+_PAGE_PATH: Final = re.compile(rf"/(board|fleet|regulator|docs|elevators/{ELEVATOR_ID_RE.pattern})")
 
 router = APIRouter(include_in_schema=False)
 router.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
@@ -76,11 +79,37 @@ def _render(
     return response
 
 
+def secure_cookies(request: Request) -> bool:
+    """Cookies only over HTTPS: when this request came over it, or the public address is
+    https (TLS ends at a reverse proxy, which talks plain HTTP to us)."""
+    return request.url.scheme == "https" or request.app.state.https
+
+
+def _too_many(request: Request, exc: TooManyFailures, next: str = "") -> Response:
+    response = _render(
+        request, "login.html", None, status_code=429, next=next, failed=False, too_many=True
+    )
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
+def _to_login(request: Request, target: str) -> Response:
+    """To the sign-in page; a cookie that opened nothing is dropped on the way, so the
+    console's next requests do not count as failed sign-ins again."""
+    response = RedirectResponse(target, status_code=303)
+    if request.cookies.get(TOKEN_COOKIE):
+        response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
 def _page(request: Request, template: str, roles: tuple[str, ...], **values: Any) -> Response:
     """The page for a caller with one of `roles`; others are sent to log in or refused."""
-    caller = identify(request)
+    try:
+        caller = guarded_identify(request)
+    except TooManyFailures as exc:
+        return _too_many(request, exc)
     if caller is None:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return _to_login(request, f"/login?next={quote(request.url.path)}")
     if caller.role not in roles:
         return _render(request, "denied.html", caller, status_code=403)
     return _render(request, template, caller, **values)
@@ -88,24 +117,39 @@ def _page(request: Request, template: str, roles: tuple[str, ...], **values: Any
 
 @router.get("/")
 def home(request: Request) -> Response:
-    caller = identify(request)
-    return RedirectResponse(_HOME[caller.role] if caller else "/login", status_code=303)
+    try:
+        caller = guarded_identify(request)
+    except TooManyFailures as exc:
+        return _too_many(request, exc)
+    if caller is None:
+        return _to_login(request, "/login")
+    return RedirectResponse(_HOME[caller.role], status_code=303)
 
 
 @router.get("/login")
 def login_form(request: Request, next: str = "") -> Response:
-    return _render(request, "login.html", None, next=next, failed=False)
+    return _render(request, "login.html", None, next=next, failed=False, too_many=False)
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Form post of `token` (and `next`): sets the token cookie and goes to the role's page."""
+    """Form post of `token` (and `next`): sets the token cookie and goes to the role's page.
+    A client past its failed sign-ins gets 429, whatever it sends (see `gateway.api.auth`)."""
     form = parse_qs((await request.body())[:_MAX_FORM_BYTES].decode(errors="replace"))
     token = form.get("token", [""])[0].strip()
     target = form.get("next", [""])[0]
+    guard: FailureGuard = request.app.state.auth_failures
+    client, now = client_key(request), request.app.state.context.clock.now()
+    try:
+        guard.check(client, now)
+    except TooManyFailures as exc:
+        return _too_many(request, exc, target)
     caller = request.app.state.tokens.identify(token) if token else None
     if caller is None:
-        return _render(request, "login.html", None, status_code=401, next=target, failed=True)
+        guard.failed(client, now)
+        return _render(
+            request, "login.html", None, status_code=401, next=target, failed=True, too_many=False
+        )
     if _PAGE_PATH.fullmatch(target) is None:
         target = _HOME[caller.role]
     response = RedirectResponse(target, status_code=303)
@@ -114,7 +158,7 @@ async def login(request: Request) -> Response:
         token,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure_cookies(request),
         path="/",
     )
     return response
@@ -152,3 +196,25 @@ def regulator(request: Request) -> Response:
         (ROLE_REGULATOR, ROLE_ADMIN),
         sections=[name for name in SECTIONS if name != "response-times"],
     )
+
+
+@router.get("/docs")
+def docs(request: Request) -> Response:
+    """The API's description, rendered here from the OpenAPI document: no script and
+    nothing fetched from elsewhere, so it works on a closed LAN and under the CSP. Behind a
+    login unless `public_docs`."""
+    operations = [
+        {
+            "method": method.upper(),
+            "path": path,
+            "summary": op.get("summary", ""),
+            "description": op.get("description", ""),
+            "parameters": [p["name"] for p in op.get("parameters", [])],
+            "body": "requestBody" in op,
+        }
+        for path, methods in request.app.openapi()["paths"].items()
+        for method, op in methods.items()
+    ]
+    if request.app.state.public_docs:
+        return _render(request, "docs.html", None, operations=operations)
+    return _page(request, "docs.html", ANY_ROLE, operations=operations)
