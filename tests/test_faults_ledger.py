@@ -155,14 +155,15 @@ def test_a_store_refusing_one_elevators_points_costs_only_those(
     bad = f"{prefix}-poison"
     proxy.refuse(400, lambda line: f"elevator_id={bad} " in line or f"elevator_id={bad}," in line)
     fleet = [f"{prefix}-{n}" for n in range(FLEET - 1)] + [bad]
-    with Gateway(gateway_settings(tsdb_url=proxy.url)) as gw:
+    # Batches cut as in production (every 0.5 s): each holds a few of the refused points.
+    with Gateway(gateway_settings(tsdb_url=proxy.url, flush_interval_s=0.5)) as gw:
         assert gw.session.wait_connected(10)
         with Stream(broker.url, fleet, RATE) as stream:
             wait_for(lambda: vm.count("elevator_status_seq", prefix) >= 2 * RATE, timeout=20)
             assert gw.writer.healthy
         acked = _stream_keys(stream)
         good = {k for k in acked if k[0] != bad}
-        stored = stored_seqs(vm, prefix, good)
+        stored = stored_seqs(vm, prefix, good, timeout=90)
         wait_for(lambda: len(_dead(gw)) >= len(acked) - len(good), timeout=20)
         row = record(reconcile("store answers 400 for one elevator's points", stream.sent,
                                acked, stored, _dead(gw)))  # fmt: skip
