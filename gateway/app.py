@@ -32,7 +32,7 @@ from gateway.frames import Frame, elevator_of
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
-from gateway.notify import Notifier
+from gateway.notify import Notifier, WebhookPolicy, endpoint_names
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
@@ -93,7 +93,17 @@ class Gateway:
         self.deadletter = DeadLetter(
             self.store, self._publish, s.deadletter_keep, s.max_payload_bytes
         )
-        self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
+        self.notifier = Notifier(
+            self.store, self.publisher, self.clock, s.webhook_secret,
+            webhooks=endpoint_names({
+                "alert": s.alert_webhooks, "level2": s.level2_webhooks,
+                "regulator": s.regulator_webhooks,
+            }),
+            webhook_policy=WebhookPolicy(
+                s.webhook_timeout_s, s.webhook_max_backoff_s, s.webhook_max_attempts,
+                s.webhook_max_age_s,
+            ),
+        )  # fmt: skip
         self.incidents = IncidentService(
             self.store, policy(s), self.notifier.wake,
             on_change=lambda incident: self.writer.write([incident_point(incident)]),
@@ -194,6 +204,7 @@ class Gateway:
             "store": self.store.ping(),
             "spool_points": self.spool.depth,
             "spool_oldest_age_s": round(self.spool.oldest_age_s(self.clock.now()), 3),
+            "webhooks": self.notifier.webhooks(),
         }
 
     # -- the worker --------------------------------------------------------------------------

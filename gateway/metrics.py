@@ -51,3 +51,21 @@ CONSUMER_ERRORS = Counter(
     "gateway_consumer_errors_total", "Frames whose detection or incident handling failed"
 )
 TICK_ERRORS = Counter("gateway_tick_errors_total", "Ticks (rules, SLA clocks) that failed")
+WEBHOOK_DELIVERED = Counter(
+    "gateway_webhook_delivered_total", "Webhook notifications the receiver took", ["endpoint"]
+)
+WEBHOOK_FAILURES = Counter(
+    "gateway_webhook_failures_total",
+    "Webhook attempts that failed (retried with backoff)",
+    ["endpoint"],
+)
+WEBHOOK_DEAD = Counter(
+    "gateway_webhook_dead_letters_total",
+    "Webhook notifications given up (max attempts or max age), kept as dead letters",
+    ["endpoint"],
+)
+WEBHOOK_FAILING_SINCE = Gauge(
+    "gateway_webhook_failing_since_timestamp_seconds",
+    "Since when an endpoint's deliveries fail (Unix time; 0 while it takes them)",
+    ["endpoint"],
+)

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     level2_webhooks: list[str] = Field(default_factory=list, description="rescue station")
     regulator_webhooks: list[str] = Field(default_factory=list)
     webhook_secret: str = Field("", description="HMAC-SHA256 key for X-Gateway-Signature")
+    # Each endpoint is delivered on its own: a request times out after webhook_timeout_s, a
+    # failure is retried after 2, 4, 8 ... s up to webhook_max_backoff_s, and a notification is
+    # given up (kept as a dead letter) after webhook_max_attempts or webhook_max_age_s.
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_backoff_s: float = Field(300.0, gt=0)
+    webhook_max_attempts: int = Field(100, ge=1)
+    webhook_max_age_s: float = Field(86_400.0, gt=0)
     tick_interval_s: float = Field(0.25, gt=0)
     # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
     rate_limit_per_s: float = Field(20.0, gt=0)
