@@ -10,6 +10,7 @@ happens on the worker thread, so it needs no locks.
 
 from __future__ import annotations
 
+import collections
 import gc
 import queue
 import sys
@@ -31,7 +32,7 @@ from gateway.deadletter import DeadLetter
 from gateway.frames import Frame, elevator_of
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
-from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
+from gateway.ingest import AckToken, Publisher, RawMessage, TlsFiles, open_session
 from gateway.notify import Notifier, WebhookPolicy, endpoint_names
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
@@ -39,7 +40,7 @@ from gateway.registry import RegistryCache
 from gateway.rules import RuleEngine, RuleError, load_rules
 from gateway.rules.engine import SITE_RULE
 from gateway.settings import Settings, parse_tokens, redact_url
-from gateway.spool import Spool
+from gateway.spool import Point, Spool
 from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
 
@@ -47,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
+# Batches cut while the writer thread is busy (a slow store) that wait on the worker thread,
+# which goes on processing frames meanwhile; past this many it waits for the writer.
+_MAX_WAITING_BATCHES = 8
 _REGISTRY_REFRESH_S = 60.0
 _SWITCH_INTERVAL_S = 0.001
 
@@ -60,8 +64,13 @@ class Gateway:
         self.settings = settings
         self.clock = clock or RealClock()
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
-        # One batch waiting while one is written: bounded, so a slow store holds the worker.
+        # One batch waiting while one is written, and a few more on the worker (`_hand_over`):
+        # bounded, so a store slow for long holds the worker, but not at its first hiccup.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._waiting: collections.deque[tuple[list[Point], list[AckToken]]] = collections.deque()
+        # The `incident` series: points of incident changes (any thread, under the incident
+        # lock: an append, never a write) that go out with the next batch.
+        self._incident_points: collections.deque[Point] = collections.deque()
         self._write_thread = threading.Thread(
             target=self._write_batches, name="writer", daemon=True
         )
@@ -106,7 +115,7 @@ class Gateway:
         )  # fmt: skip
         self.incidents = IncidentService(
             self.store, policy(s), self.notifier.wake,
-            on_change=lambda incident: self.writer.write([incident_point(incident)]),
+            on_change=lambda incident: self._incident_points.append(incident_point(incident)),
         )  # fmt: skip
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
@@ -298,11 +307,15 @@ class Gateway:
                     self._flush()
                     oldest = None
             self.pipeline.publish_counts()
+            if oldest is None and self._incident_points:
+                oldest = time.monotonic()
             if oldest is not None and time.monotonic() >= oldest + interval:
                 self._flush()
                 oldest = None
-        if self.pipeline.pending:
+            self._hand_over()
+        if self.pipeline.pending or self._incident_points:
             self._flush()
+        self._hand_over(every=True)
         self._batches.put(_STOP)
 
     def _safe_tick(self) -> None:
@@ -332,7 +345,7 @@ class Gateway:
         while True:
             try:
                 self.incidents.flush_frames()
-                batch = self.pipeline.take()
+                points, acks = self.pipeline.take()
                 break
             except Exception:
                 # The dead letters or the incidents' frames could not be stored: hold
@@ -341,12 +354,27 @@ class Gateway:
                 log.exception("flush_failed_retrying")
                 self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)
-        while True:
+        while self._incident_points:
+            points.append(self._incident_points.popleft())
+        self._waiting.append((points, acks))
+        self._hand_over()
+
+    def _hand_over(self, every: bool = False) -> None:
+        """Pass the cut batches to the writer thread, in order. While it is busy, up to
+        `_MAX_WAITING_BATCHES` wait here and the worker goes on (a frame that traps someone
+        is not held up by the store); past that, or with `every`, it waits for the writer."""
+        while self._waiting:
             try:
-                self._batches.put(batch, timeout=_RETRY_FLUSH_S)
-                return
+                if every or len(self._waiting) > _MAX_WAITING_BATCHES:
+                    self._batches.put(self._waiting[0], timeout=_RETRY_FLUSH_S)
+                else:
+                    self._batches.put_nowait(self._waiting[0])
             except queue.Full:
+                if not every and len(self._waiting) <= _MAX_WAITING_BATCHES:
+                    return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
+                continue
+            self._waiting.popleft()
 
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
