@@ -16,6 +16,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
@@ -37,11 +38,11 @@ from gateway.notify import Notifier, WebhookPolicy, endpoint_names
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
-from gateway.rules import RuleEngine, RuleError, load_rules
+from gateway.rules import Alert, RuleEngine, RuleError, load_rules
 from gateway.rules.engine import SITE_RULE
 from gateway.settings import Settings, parse_tokens, redact_url
 from gateway.spool import Point, Spool
-from gateway.store import open_store
+from gateway.store import STORE_UNAVAILABLE, open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ class Gateway:
         # The `incident` series: points of incident changes (any thread, under the incident
         # lock: an append, never a write) that go out with the next batch.
         self._incident_points: collections.deque[Point] = collections.deque()
+        self._unstored_alerts: collections.deque[Alert] = collections.deque()  # see `_raise`
         self._write_thread = threading.Thread(
             target=self._write_batches, name="writer", daemon=True
         )
@@ -250,8 +252,22 @@ class Gateway:
         self._reload_rules.set()
 
     def _detect(self, frame: Frame) -> None:
-        for alert in self.rules.observe(frame, frame.received_at):
-            self.incidents.on_alert(alert)
+        self._raise(self.rules.observe(frame, frame.received_at))
+
+    def _raise(self, alerts: Iterable[Alert]) -> None:
+        """Hand alerts to the incidents, in order. One the store cannot take now (a database
+        hiccup or failover) waits, with those after it, and is tried again with the next
+        frame or tick: the rules raise an alert once, so it is delayed, never dropped."""
+        self._unstored_alerts.extend(alerts)
+        while self._unstored_alerts:
+            try:
+                self.incidents.on_alert(self._unstored_alerts[0])
+            except STORE_UNAVAILABLE as exc:
+                metrics.ALERTS_WAITING_FOR_STORE.set(len(self._unstored_alerts))
+                log.warning("alert_waits_for_store", error=str(exc)[:300])
+                return
+            self._unstored_alerts.popleft()
+        metrics.ALERTS_WAITING_FOR_STORE.set(0)
 
     def _tick(self) -> None:
         """Time-driven work, on the worker thread: held rule conditions (a trapped car may
@@ -268,9 +284,11 @@ class Gateway:
             # Cut off from the broker we hear no car, and that says nothing about the cars:
             # no car is silent until a silence window after we are back.
             self.rules.resume(seen_up_to)
-        for alert in self.rules.tick(seen_up_to):
-            if self._owns(alert.elevator_id) or alert.rule == SITE_RULE:
-                self.incidents.on_alert(alert)
+        self._raise(
+            alert
+            for alert in self.rules.tick(seen_up_to)
+            if self._owns(alert.elevator_id) or alert.rule == SITE_RULE
+        )
         if self.partition is not None:
             taken_over = self.partition.renew_if_due()
             for raw in taken_over:

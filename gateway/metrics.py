@@ -69,3 +69,7 @@ WEBHOOK_FAILING_SINCE = Gauge(
     "Since when an endpoint's deliveries fail (Unix time; 0 while it takes them)",
     ["endpoint"],
 )
+ALERTS_WAITING_FOR_STORE = Gauge(
+    "gateway_alerts_waiting_for_store",
+    "Alerts raised that wait for the relational store to take them (a database hiccup)",
+)

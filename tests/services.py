@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,3 +360,41 @@ class StallingProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def paused_backends(database: str) -> Iterator[list[int]]:
+    """Stop (SIGSTOP) every backend connected to `database` for the block, then let them go
+    on (SIGCONT): a database that stops answering for a while, without restarting the
+    machine's server, which others use. Yields the pids."""
+    with _pg_admin() as admin:
+        pids = [
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+            )
+        ]
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        yield pids
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def database_away(database: str) -> Iterator[None]:
+    """`database` refuses connections and its connections are cut for the block: a failover
+    as its clients see it, without restarting the machine's server, which others use."""
+    with _pg_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')

@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from gateway.incidents.model import Incident, TimelineEntry
 from gateway.reports import ModeSample, Notice, OnlineSample
@@ -57,6 +57,10 @@ REGISTRY_FIELDS = (
 )
 _INCIDENT_FIELDS = tuple(f.name for f in fields(Incident) if f.name != "timeline")
 
+
+# What a store that is away for a while raises (SQLite busy, a PostgreSQL restart or failover,
+# a dropped connection): worth trying again, unlike a refused statement.
+STORE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 # The outbox channel of webhook notifications that gave up (see `OutboxClaim.give_up`).
 DEAD_WEBHOOK = "webhook_dead"
