@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
@@ -53,6 +54,7 @@ _RETRY_FLUSH_S = 1.0
 # which goes on processing frames meanwhile; past this many it waits for the writer.
 _MAX_WAITING_BATCHES = 8
 _REGISTRY_REFRESH_S = 60.0
+_EVICT_EVERY = timedelta(minutes=1)
 _SWITCH_INTERVAL_S = 0.001
 
 
@@ -82,6 +84,7 @@ class Gateway:
         self._reload_rules = threading.Event()
         self._stopping = threading.Event()
         self._seen_up_to = self.clock.now()
+        self._evict_at = self.clock.now() + _EVICT_EVERY
         self._caught_up = True  # the last look at the session found nothing waiting
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -258,7 +261,7 @@ class Gateway:
         """Hand alerts to the incidents, in order. One the store cannot take now (a database
         hiccup or failover) waits, with those after it, and is tried again with the next
         frame or tick: the rules raise an alert once, so it is delayed, never dropped."""
-        self._unstored_alerts.extend(alerts)
+        self._unstored_alerts.extend(a for a in alerts if self._worth_raising(a))
         while self._unstored_alerts:
             try:
                 self.incidents.on_alert(self._unstored_alerts[0])
@@ -268,6 +271,36 @@ class Gateway:
                 return
             self._unstored_alerts.popleft()
         metrics.ALERTS_WAITING_FOR_STORE.set(0)
+
+    def _worth_raising(self, alert: Alert) -> bool:
+        """Offline and silence alarms are for registered elevators, and for others that sent
+        a status frame in the last `offline_heard_within_h`: not for an id that is no more
+        than a retained `online` state (a car taken away long ago, a test device)."""
+        if (
+            alert.action != "fire"
+            or not self.rules.is_liveness(alert.rule)
+            or self.registry.registered(alert.elevator_id)
+        ):
+            return True
+        heard = self.rules.last_status_at(alert.elevator_id)
+        window_s = self.settings.offline_heard_within_h * 3600
+        if heard is not None and (alert.at - heard).total_seconds() <= window_s:
+            return True
+        metrics.OFFLINE_NOT_ALARMED.inc()
+        log.info("offline_not_alarmed", elevator_id=alert.elevator_id, rule=alert.rule)
+        return False
+
+    def _evict(self, now: datetime) -> None:
+        """Forget elevators unheard for `evict_after_h`; count the tracked ids that are not in
+        the registry (a growing number: spoofed or misconfigured devices)."""
+        gone = self.rules.evict(now, self.settings.evict_after_h * 3600)
+        if gone:
+            self.pipeline.forget(gone)
+            self.incidents.forget(gone)
+            metrics.ELEVATORS_EVICTED.inc(len(gone))
+            log.info("elevators_evicted", count=len(gone))
+        unknown = sum(not self.registry.registered(e) for e in self.rules.tracked())
+        metrics.UNREGISTERED_ELEVATORS.set(unknown)
 
     def _tick(self) -> None:
         """Time-driven work, on the worker thread: held rule conditions (a trapped car may
@@ -296,6 +329,9 @@ class Gateway:
             if taken_over:
                 self._flush()
         self.incidents.tick(now)
+        if now >= self._evict_at:
+            self._evict(now)
+            self._evict_at = now + _EVICT_EVERY
         if time.monotonic() >= self._registry_refresh_at:
             self.registry.load(self.store.all_elevators())
             self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S

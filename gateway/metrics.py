@@ -73,3 +73,13 @@ ALERTS_WAITING_FOR_STORE = Gauge(
     "gateway_alerts_waiting_for_store",
     "Alerts raised that wait for the relational store to take them (a database hiccup)",
 )
+OFFLINE_NOT_ALARMED = Counter(
+    "gateway_offline_not_alarmed_total",
+    "Offline or silence alarms not raised: elevator unregistered and not heard recently",
+)
+UNREGISTERED_ELEVATORS = Gauge(
+    "gateway_unregistered_elevators", "Elevator ids tracked that are not in the registry"
+)
+ELEVATORS_EVICTED = Counter(
+    "gateway_elevators_evicted_total", "Elevators forgotten after a long time unheard"
+)

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(100, ge=1)
     webhook_max_age_s: float = Field(86_400.0, gt=0)
     tick_interval_s: float = Field(0.25, gt=0)
+    # Offline and silence alarms for elevators in the registry, and for others only if they
+    # sent a status frame within this many hours (not for a retained `online` state alone).
+    offline_heard_within_h: float = Field(24.0, gt=0)
+    # What is kept of an elevator (rules, dedup, black box) is dropped after this long unheard.
+    evict_after_h: float = Field(48.0, gt=0)
     # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: int = Field(600, ge=1)
