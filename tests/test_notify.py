@@ -8,7 +8,6 @@ gateway test runs on the real Mosquitto.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from gateway.ingest import Publisher
 from gateway.notify import Notifier, WebhookPolicy, endpoint_names, retry_delay
 from gateway.store import OutboxMessage, Store, open_store
 from tests.conftest import Broker, Device, Subscriber, free_port, status_frame, wait_for
+from tests.services import StallingProxy
 
 TRAPPED = {"moving": False, "door": "closed", "door_zone": False, "occupied": True, "floor": 7}
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -55,32 +55,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Hanging:
-    """A webhook endpoint that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self._held: list[socket.socket] = []
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/hook"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self._held.append(self._socket.accept()[0])
-            except OSError:
-                return
-
-    @property
-    def connections(self) -> int:
-        return len(self._held)
-
-    def close(self) -> None:
-        self._socket.close()
-        for held in self._held:
-            held.close()
 
 
 def _metric(name: str, endpoint: str) -> float:
@@ -191,13 +165,14 @@ def test_alerts_go_out_while_every_webhook_endpoint_hangs(
     """Three alert endpoints and the regulator's never answer, with a 60 s timeout: each
     entrapment's alert and incident state are still on the broker within a few seconds (a
     "not blocked" bound, 10 s, far below one webhook timeout)."""
-    hanging = [Hanging() for _ in range(4)]
+    hanging = [StallingProxy(0, hanging=True) for _ in range(4)]
     alerts = Subscriber(broker.url, "dispatch/alerts")
     states = Subscriber(broker.url, "dispatch/incidents/#")
     clock = FixedClock(datetime.now(UTC))
     settings = gateway_settings(
         tsdb_url="", tick_interval_s=0.02, webhook_timeout_s=60,
-        alert_webhooks=[h.url for h in hanging[:3]], regulator_webhooks=[hanging[3].url],
+        alert_webhooks=[f"{h.url}/hook" for h in hanging[:3]],
+        regulator_webhooks=[f"{hanging[3].url}/hook"],
     )  # fmt: skip
 
     def alert_of(eid: str) -> list[dict[str, Any]]:
@@ -215,8 +190,8 @@ def test_alerts_go_out_while_every_webhook_endpoint_hangs(
             topic = f"dispatch/incidents/{alert['incident_id']}"
             wait_for(lambda topic=topic: any(t == topic for t, _p in states.messages), timeout=10)
             # Each alert endpoint has been sent the first alert and is hanging on it.
-            wait_for(lambda: all(h.connections for h in hanging[:3]), timeout=10)
-        assert hanging[3].connections == 0  # the regulator hears of breaches only
+            wait_for(lambda: all(h.held for h in hanging[:3]), timeout=10)
+        assert hanging[3].held == 0  # the regulator hears of breaches only
         health = gw.health()["webhooks"]
         assert set(health) == {"alert:127.0.0.1", "alert:127.0.0.1#2", "alert:127.0.0.1#3",
                                "regulator:127.0.0.1"}  # fmt: skip
