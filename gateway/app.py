@@ -50,9 +50,9 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
-# Batches cut while the writer thread is busy (a slow store) that wait on the worker thread,
-# which goes on processing frames meanwhile; past this many it waits for the writer.
-_MAX_WAITING_BATCHES = 8
+# Messages cut while the writer thread is busy (a slow store) that may wait on the worker
+# thread, which goes on processing frames meanwhile; past this many it waits for the writer.
+_MAX_WAITING_MESSAGES = 50_000
 _REGISTRY_REFRESH_S = 60.0
 _EVICT_EVERY = timedelta(minutes=1)
 _SWITCH_INTERVAL_S = 0.001
@@ -67,10 +67,10 @@ class Gateway:
         self.settings = settings
         self.clock = clock or RealClock()
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
-        # One batch waiting while one is written, and a few more on the worker (`_hand_over`):
-        # bounded, so a store slow for long holds the worker, but not at its first hiccup.
+        # One batch waiting while one is written, and what was cut since on the worker
+        # (`_hand_over`): bounded, so a store that cannot keep up at all holds the worker.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
-        self._waiting: collections.deque[tuple[list[Point], list[AckToken]]] = collections.deque()
+        self._waiting: tuple[list[Point], list[AckToken]] = ([], [])
         # The `incident` series: points of incident changes (any thread, under the incident
         # lock: an append, never a write) that go out with the next batch.
         self._incident_points: collections.deque[Point] = collections.deque()
@@ -410,25 +410,32 @@ class Gateway:
                 time.sleep(_RETRY_FLUSH_S)
         while self._incident_points:
             points.append(self._incident_points.popleft())
-        self._waiting.append((points, acks))
+        self._waiting[0].extend(points)
+        self._waiting[1].extend(acks)
         self._hand_over()
 
     def _hand_over(self, every: bool = False) -> None:
-        """Pass the cut batches to the writer thread, in order. While it is busy, up to
-        `_MAX_WAITING_BATCHES` wait here and the worker goes on (a frame that traps someone
-        is not held up by the store); past that, or with `every`, it waits for the writer."""
-        while self._waiting:
+        """Pass what was cut to the writer thread. While it is busy with a slow store, the
+        batches wait here, the worker going on (a frame that traps someone is not held up by
+        the store), and then go together, as one write: the slower the store, the larger the
+        writes, so one that answers slowly still keeps up. Past `_MAX_WAITING_MESSAGES`, or
+        with `every`, the worker waits for the writer (its clocks still ticking)."""
+        if not self._waiting[1] and not self._waiting[0]:
+            return
+        while True:
+            block = every or len(self._waiting[1]) > _MAX_WAITING_MESSAGES
             try:
-                if every or len(self._waiting) > _MAX_WAITING_BATCHES:
-                    self._batches.put(self._waiting[0], timeout=_RETRY_FLUSH_S)
+                if block:
+                    self._batches.put(self._waiting, timeout=_RETRY_FLUSH_S)
                 else:
-                    self._batches.put_nowait(self._waiting[0])
+                    self._batches.put_nowait(self._waiting)
             except queue.Full:
-                if not every and len(self._waiting) <= _MAX_WAITING_BATCHES:
+                if not block:
                     return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
                 continue
-            self._waiting.popleft()
+            self._waiting = ([], [])
+            return
 
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
