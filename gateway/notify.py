@@ -114,9 +114,9 @@ class WebhookPolicy:
 
 
 def endpoint_names(by_role: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """{url: name} for each configured endpoint, named by role and host ("regulator:host",
-    "#2" on for a second one of a role on the same host): URLs often carry a token in their
-    path or query, and the names are shown without authentication (health, metrics)."""
+    """{url: name} for each configured endpoint, named by role and host ("regulator:host";
+    "#2", "#3" ... for more of a role on one host): URLs often carry a token in their path
+    or query, and the names are shown without authentication (health, metrics)."""
     names: dict[str, str] = {}
     for role, urls in by_role.items():
         for url in urls:
@@ -160,8 +160,7 @@ class Notifier:
         self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
         # Configured endpoints, and any that still has notifications from an earlier setup.
         names = dict(webhooks or {})
-        for url in sorted(store.webhook_targets() - names.keys()):
-            names[url] = endpoint_names({"unconfigured": [url]})[url]
+        names |= endpoint_names({"unconfigured": sorted(store.webhook_targets() - names.keys())})
         self._webhooks = [
             _Endpoint(url, name, store, clock, webhook_secret, webhook_policy, self._stop, poll_s)
             for url, name in names.items()
