@@ -2,10 +2,12 @@
 
 Threads: one worker thread takes the received messages from the ingest session (libmosquitto:
 reads the receiver process's journal; paho: empties the inbox its network thread fills), runs
-the pipeline and cuts batches; a writer thread writes each batch to the store and then
-acknowledges it, so frames keep being processed (and alerts raised) while a batch is on its
-way to the store. The spool replayer and the HTTP server have their own. All domain work
-happens on the worker thread, so it needs no locks.
+the pipeline and the rules and cuts batches; the incidents' thread (`IncidentRunner`) does
+what the incidents must with the frames and alerts, in order, so a database that stops
+answering holds neither frames nor rules; a writer thread writes each batch to the store and
+then acknowledges it (once the incidents' thread has written its black box), so frames keep
+being processed (and alerts raised) while a batch is on its way to the store. The spool
+replayer and the HTTP server have their own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
 from gateway.frames import Frame, elevator_of
+from gateway.incidents.runner import Forget, IncidentRunner, Work
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, Publisher, RawMessage, TlsFiles, open_session
@@ -43,7 +46,7 @@ from gateway.rules import Alert, RuleEngine, RuleError, load_rules
 from gateway.rules.engine import SITE_RULE
 from gateway.settings import Settings, parse_tokens, redact_url
 from gateway.spool import Point, Spool
-from gateway.store import STORE_UNAVAILABLE, open_store
+from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
 
 log = structlog.get_logger(__name__)
@@ -74,7 +77,10 @@ class Gateway:
         # The `incident` series: points of incident changes (any thread, under the incident
         # lock: an append, never a write) that go out with the next batch.
         self._incident_points: collections.deque[Point] = collections.deque()
-        self._unstored_alerts: collections.deque[Alert] = collections.deque()  # see `_raise`
+        self._for_incidents: list[Work] = []  # handed to the incidents' thread each round
+        # Set by the incidents' thread once it is done with what came before the batch waiting
+        # in `_waiting` (its black box written): that batch may be acknowledged then.
+        self._flushed: threading.Event | None = None
         self._write_thread = threading.Thread(
             target=self._write_batches, name="writer", daemon=True
         )
@@ -122,6 +128,7 @@ class Gateway:
             self.store, policy(s), self.notifier.wake,
             on_change=lambda incident: self._incident_points.append(incident_point(incident)),
         )  # fmt: skip
+        self.incident_runner = IncidentRunner(self.incidents, self._stopping)
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
         # In a cluster group, this gateway processes its share of the elevators only; it
@@ -138,7 +145,7 @@ class Gateway:
             self.writer,
             self.deadletter,
             # The black box records the frame before the rules can open an incident with it.
-            consumers=[self.incidents.on_frame, self._detect],
+            consumers=[self._for_incidents_frame, self._detect],
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
@@ -159,6 +166,7 @@ class Gateway:
         )
         self.publisher.start()
         self.notifier.start()
+        self.incident_runner.start()
         self._write_thread.start()
         self.session.start()
         self._worker.start()
@@ -196,6 +204,7 @@ class Gateway:
         self._stopping.set()
         self._worker.join()
         self._write_thread.join()
+        self.incident_runner.stop()
         self.session.close()
         if self.partition is not None:
             self.partition.leave()  # the others take our elevators over now, not at expiry
@@ -209,7 +218,11 @@ class Gateway:
         log.info("gateway_stopped")
 
     def health(self) -> dict[str, object]:
-        working = self._worker.is_alive() and self._write_thread.is_alive()
+        working = (
+            self._worker.is_alive()
+            and self._write_thread.is_alive()
+            and self.incident_runner.is_alive()
+        )
         return {
             "status": "ok" if working else "failing",
             "pipeline": working,
@@ -258,19 +271,15 @@ class Gateway:
         self._raise(self.rules.observe(frame, frame.received_at))
 
     def _raise(self, alerts: Iterable[Alert]) -> None:
-        """Hand alerts to the incidents, in order. One the store cannot take now (a database
-        hiccup or failover) waits, with those after it, and is tried again with the next
-        frame or tick: the rules raise an alert once, so it is delayed, never dropped."""
-        self._unstored_alerts.extend(a for a in alerts if self._worth_raising(a))
-        while self._unstored_alerts:
-            try:
-                self.incidents.on_alert(self._unstored_alerts[0])
-            except STORE_UNAVAILABLE as exc:
-                metrics.ALERTS_WAITING_FOR_STORE.set(len(self._unstored_alerts))
-                log.warning("alert_waits_for_store", error=str(exc)[:300])
-                return
-            self._unstored_alerts.popleft()
-        metrics.ALERTS_WAITING_FOR_STORE.set(0)
+        self._for_incidents.extend(a for a in alerts if self._worth_raising(a))
+
+    def _for_incidents_frame(self, frame: Frame) -> None:
+        self._for_incidents.append(frame)
+
+    def _hand_work(self) -> None:
+        """This round's frames, alerts and ticks to the incidents' thread, in order."""
+        self.incident_runner.hand_over(self._for_incidents)
+        self._for_incidents = []
 
     def _worth_raising(self, alert: Alert) -> bool:
         """Offline and silence alarms are for registered elevators, and for others that sent
@@ -296,7 +305,7 @@ class Gateway:
         gone = self.rules.evict(now, self.settings.evict_after_h * 3600)
         if gone:
             self.pipeline.forget(gone)
-            self.incidents.forget(gone)
+            self._for_incidents.append(Forget(gone))
             metrics.ELEVATORS_EVICTED.inc(len(gone))
             log.info("elevators_evicted", count=len(gone))
         unknown = sum(not self.registry.registered(e) for e in self.rules.tracked())
@@ -328,7 +337,8 @@ class Gateway:
                 self.pipeline.process(raw)
             if taken_over:
                 self._flush()
-        self.incidents.tick(now)
+        self._hand_work()
+        self.incident_runner.tick(now)
         if now >= self._evict_at:
             self._evict(now)
             self._evict_at = now + _EVICT_EVERY
@@ -360,6 +370,7 @@ class Gateway:
                 if self.pipeline.pending >= batch_size:
                     self._flush()
                     oldest = None
+            self._hand_work()
             self.pipeline.publish_counts()
             if oldest is None and self._incident_points:
                 oldest = time.monotonic()
@@ -398,16 +409,19 @@ class Gateway:
         metrics.QUEUE_DEPTH.set(self.session.backlog)
         while True:
             try:
-                self.incidents.flush_frames()
                 points, acks = self.pipeline.take()
                 break
             except Exception:
-                # The dead letters or the incidents' frames could not be stored: hold
-                # everything, unacknowledged, and try again; the clocks of open incidents
-                # keep running meanwhile.
+                # The dead letters could not be stored: hold everything, unacknowledged, and
+                # try again; the clocks of open incidents keep running meanwhile.
                 log.exception("flush_failed_retrying")
                 self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)
+        # Acknowledged once the incidents' thread has done everything before this point
+        # (their black box written), as well as the points.
+        self._flushed = threading.Event()
+        self._for_incidents.append(self._flushed)
+        self._hand_work()
         while self._incident_points:
             points.append(self._incident_points.popleft())
         self._waiting[0].extend(points)
@@ -420,27 +434,25 @@ class Gateway:
         the store), and then go together, as one write: the slower the store, the larger the
         writes, so one that answers slowly still keeps up. Past `_MAX_WAITING_MESSAGES`, or
         with `every`, the worker waits for the writer (its clocks still ticking)."""
-        if not self._waiting[1] and not self._waiting[0]:
-            return
-        while True:
+        while self._flushed is not None:  # (a tick below may cut and hand over itself)
+            batch = (*self._waiting, self._flushed)
             block = every or len(self._waiting[1]) > _MAX_WAITING_MESSAGES
             try:
                 if block:
-                    self._batches.put(self._waiting, timeout=_RETRY_FLUSH_S)
+                    self._batches.put(batch, timeout=_RETRY_FLUSH_S)
                 else:
-                    self._batches.put_nowait(self._waiting)
+                    self._batches.put_nowait(batch)
             except queue.Full:
                 if not block:
                     return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
                 continue
-            self._waiting = ([], [])
-            return
+            self._waiting, self._flushed = ([], []), None
 
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
         while (batch := self._batches.get()) is not _STOP:
-            points, acks = batch  # type: ignore[misc]
+            points, acks, flushed = batch  # type: ignore[misc]
             while True:
                 try:
                     self.writer.write(points)
@@ -450,6 +462,7 @@ class Gateway:
                     # it, unacknowledged, and try again; the broker keeps the rest meanwhile.
                     log.exception("flush_failed_retrying")
                     time.sleep(_RETRY_FLUSH_S)
+            flushed.wait()
             try:
                 self.session.ack(acks)
             except Exception:
