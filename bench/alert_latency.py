@@ -26,6 +26,13 @@ window), a SQLite store and the packaged rules with their real holds (20 s, 30 s
 
     python bench/alert_latency.py
     python bench/alert_latency.py --load 0.5 --entrapments 200 --duration 150
+
+Under faults (issue 21), `--fault` starts the load phase with one of: `webhooks` (three
+alert webhook endpoints that accept connections and never answer, 60 s webhook timeout),
+`store` (the time-series store behind a proxy that holds every request 5 s), `database`
+(a PostgreSQL store whose gateway backends are stopped with SIGSTOP for --pause seconds
+halfway through the run: the machine's server is shared, so it is never restarted here).
+`--faults` runs the healthy case and each fault in turn, one process each.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -60,7 +68,14 @@ from throughput import _create_session, queue_frames, warm_store  # noqa: E402 -
 from gateway.rules import load_rules  # noqa: E402
 from gateway.settings import PACKAGED_RULES_DIR, Settings  # noqa: E402
 from tests.gateways import healthy, start_gateway  # noqa: E402
-from tests.services import free_port, make_broker, make_vm  # noqa: E402
+from tests.services import (  # noqa: E402
+    StallingProxy,
+    free_port,
+    make_broker,
+    make_pg_database,
+    make_vm,
+    paused_backends,
+)
 
 _CLIENT_ID = "bench-alert-gateway"
 _KEEPALIVE_S = 5.0  # a trapped car goes on reporting its state
@@ -186,6 +201,7 @@ class _Alerts:
     lock: threading.Lock = field(default_factory=threading.Lock)
     first: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     other: dict[str, int] = field(default_factory=dict)  # type/kind -> count
+    duplicates: int = 0  # a trap's `opened` alert seen again
     fleet_entrapments: int = 0  # background cars alerted as trapped: must be none
 
     def on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
@@ -193,8 +209,11 @@ class _Alerts:
         alert = json.loads(msg.payload)
         eid, key = alert.get("elevator_id"), f"{alert.get('type')}/{alert.get('kind')}"
         with self.lock:
-            if eid in self.traps and key == "opened/entrapment" and eid not in self.first:
-                self.first[eid] = (received, alert)
+            if eid in self.traps and key == "opened/entrapment":
+                if eid in self.first:
+                    self.duplicates += 1
+                else:
+                    self.first[eid] = (received, alert)
                 return
             self.other[key] = self.other.get(key, 0) + 1
             if key == "opened/entrapment" and eid not in self.traps:
@@ -274,7 +293,14 @@ def main() -> int:
         default=PACKAGED_RULES_DIR,
         help="rules for the gateway (GATEWAY_RULES_DIR); holds are read from it",
     )
+    parser.add_argument(
+        "--fault", choices=_FAULTS, default="none", help="fault during the load phase"
+    )
+    parser.add_argument("--faults", action="store_true", help="healthy, then each fault")
+    parser.add_argument("--pause", type=float, default=5.0, help="database fault: seconds")
     args = parser.parse_args()
+    if args.faults:
+        return _all_faults(sys.argv[1:])
 
     rules = {r.id: r for r in load_rules(args.rules_dir).rules}
     holds = {rule: float(rules[rule].hold) for rule in _TRAPS}
@@ -289,22 +315,29 @@ def main() -> int:
         f"(holds: {', '.join(f'{r} {h:g} s' for r, h in holds.items())}); {os.cpu_count()} cores"
     )
 
-    print(f"machine load average before: {os.getloadavg()[0]:.1f}")
+    print(f"machine load average before: {os.getloadavg()[0]:.1f}; fault: {args.fault}")
     work = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     broker, vm = make_broker(work / "broker"), make_vm(work / "vm")
     broker.start()
     vm.start()
+    # The faults' parts; the store's proxy passes requests on untouched until the load phase.
+    proxy = StallingProxy(vm.port) if args.fault == "store" else None
+    hanging = [StallingProxy(0, hanging=True) for _ in range(3 if args.fault == "webhooks" else 0)]
+    db = make_pg_database() if args.fault == "database" else None
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | {
         "PYTHONPATH": str(ROOT),
         "GATEWAY_MQTT_URL": broker.url,
         "GATEWAY_MQTT_CLIENT_ID": _CLIENT_ID,
-        "GATEWAY_TSDB_URL": vm.url,
-        "GATEWAY_STORE_URL": f"sqlite:///{work / 'gateway.db'}",
+        "GATEWAY_TSDB_URL": proxy.url if proxy else vm.url,
+        "GATEWAY_STORE_URL": db.url if db else f"sqlite:///{work / 'gateway.db'}",
         "GATEWAY_SPOOL_DIR": str(work / "spool"),
         "GATEWAY_HTTP_PORT": str(free_port()),
         "GATEWAY_RULES_DIR": str(args.rules_dir),
         "GATEWAY_LOG_LEVEL": "warning",
     }
+    if hanging:
+        env["GATEWAY_ALERT_WEBHOOKS"] = json.dumps([f"{h.url}/hook" for h in hanging])
+        env["GATEWAY_WEBHOOK_TIMEOUT_S"] = "60"
     gateway = None
     clients: list[paho.Client] = []
     try:
@@ -363,6 +396,13 @@ def main() -> int:
         for p in load:
             p.start()
         time.sleep(max(0.0, t0 - time.time()))
+        if proxy is not None:
+            proxy.delay_s = 5.0
+        if db is not None:
+            pause = threading.Thread(
+                target=_pause_database, args=(db.name, t0 + args.duration / 2, args.pause)
+            )
+            pause.start()
         accepted0 = _accepted(env)
         _entrapments(pub, traps, t0, t0 + args.duration)
         time.sleep(max(0.0, t0 + args.duration - time.time()))
@@ -400,7 +440,12 @@ def main() -> int:
             alerting.append(received - at)
             if alert.get("rule") != trap.rule:
                 wrong_rule.append(f"{trap.eid}: expected {trap.rule}, got {alert.get('rule')}")
-        print(f"entrapment alerts: expected {len(traps)}, received {len(first)}")
+        print(
+            f"entrapment alerts: expected {len(traps)}, received {len(first)}, "
+            f"duplicates {seen.duplicates}"
+        )
+        if hanging:
+            print(f"webhook connections held unanswered: {sum(h.held for h in hanging)}")
         for rule in names:
             got = [
                 first[t.eid][0] - t.published - t.hold
@@ -429,6 +474,9 @@ def main() -> int:
         if wrong_rule:
             ok = False
             print(f"!!! ALERTS FROM THE WRONG RULE: {'; '.join(wrong_rule[:10])}")
+        if seen.duplicates:
+            ok = False
+            print(f"!!! {seen.duplicates} entrapment alerts came more than once")
         if seen.fleet_entrapments:
             ok = False
             print(f"!!! {seen.fleet_entrapments} entrapment alerts for background elevators")
@@ -449,7 +497,35 @@ def main() -> int:
                 gateway.wait()
         broker.stop()
         vm.stop()
+        for part in (proxy, *hanging):
+            if part is not None:
+                part.close()
+        if db is not None:
+            db.drop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+_FAULTS = ("none", "webhooks", "store", "database")
+
+
+def _pause_database(name: str, at: float, seconds: float) -> None:
+    """Stop the gateway's PostgreSQL backends for `seconds` from `at` (epoch seconds)."""
+    time.sleep(max(0.0, at - time.time()))
+    with paused_backends(name) as pids:
+        print(f"database: {len(pids)} gateway backends stopped for {seconds:g} s")
+        time.sleep(seconds)
+
+
+def _all_faults(argv: list[str]) -> int:
+    """This benchmark once per fault, each in a process of its own; the exit status is the
+    worst of them."""
+    rest = [a for a in argv if a != "--faults"]
+    worst = 0
+    for fault in _FAULTS:
+        print(f"\n=== fault: {fault} ===", flush=True)
+        done = subprocess.run([sys.executable, __file__, *rest, "--fault", fault])
+        worst = max(worst, done.returncode)
+    return worst
 
 
 if __name__ == "__main__":

@@ -2,19 +2,24 @@
 
 Threads: one worker thread takes the received messages from the ingest session (libmosquitto:
 reads the receiver process's journal; paho: empties the inbox its network thread fills), runs
-the pipeline and cuts batches; a writer thread writes each batch to the store and then
-acknowledges it, so frames keep being processed (and alerts raised) while a batch is on its
-way to the store. The spool replayer and the HTTP server have their own. All domain work
-happens on the worker thread, so it needs no locks.
+the pipeline and the rules and cuts batches; the incidents' thread (`IncidentRunner`) does
+what the incidents must with the frames and alerts, in order, so a database that stops
+answering holds neither frames nor rules; a writer thread writes each batch to the store and
+then acknowledges it (once the incidents' thread has written its black box), so frames keep
+being processed (and alerts raised) while a batch is on its way to the store. The spool
+replayer and the HTTP server have their own.
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import queue
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
@@ -30,17 +35,18 @@ from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
 from gateway.frames import Frame, elevator_of
+from gateway.incidents.runner import Forget, IncidentRunner, Work
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
-from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
-from gateway.notify import Notifier
+from gateway.ingest import AckToken, Publisher, RawMessage, TlsFiles, open_session
+from gateway.notify import Notifier, WebhookPolicy, endpoint_names
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
-from gateway.rules import RuleEngine, RuleError, load_rules
+from gateway.rules import Alert, RuleEngine, RuleError, load_rules
 from gateway.rules.engine import SITE_RULE
 from gateway.settings import Settings, redact_url, tokens_of
-from gateway.spool import Spool
+from gateway.spool import Point, Spool
 from gateway.store import open_store
 from gateway.tsdb import DurableWriter, EmbeddedSink, InfluxSink, Sink, incident_point
 
@@ -48,7 +54,11 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
+# Messages cut while the writer thread is busy (a slow store) that may wait on the worker
+# thread, which goes on processing frames meanwhile; past this many it waits for the writer.
+_MAX_WAITING_MESSAGES = 50_000
 _REGISTRY_REFRESH_S = 60.0
+_EVICT_EVERY = timedelta(minutes=1)
 _SWITCH_INTERVAL_S = 0.001
 
 
@@ -61,8 +71,17 @@ class Gateway:
         self.settings = settings
         self.clock = clock or RealClock()
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
-        # One batch waiting while one is written: bounded, so a slow store holds the worker.
+        # One batch waiting while one is written, and what was cut since on the worker
+        # (`_hand_over`): bounded, so a store that cannot keep up at all holds the worker.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._waiting: tuple[list[Point], list[AckToken]] = ([], [])
+        # The `incident` series: points of incident changes (any thread, under the incident
+        # lock: an append, never a write) that go out with the next batch.
+        self._incident_points: collections.deque[Point] = collections.deque()
+        self._for_incidents: list[Work] = []  # handed to the incidents' thread each round
+        # Set by the incidents' thread once it is done with what came before the batch waiting
+        # in `_waiting` (its black box written): that batch may be acknowledged then.
+        self._flushed: threading.Event | None = None
         self._write_thread = threading.Thread(
             target=self._write_batches, name="writer", daemon=True
         )
@@ -73,6 +92,7 @@ class Gateway:
         self.tokens = TokenBook(tokens_of(settings))  # rotated on SIGHUP, see the CLI
         self._stopping = threading.Event()
         self._seen_up_to = self.clock.now()
+        self._evict_at = self.clock.now() + _EVICT_EVERY
         self._caught_up = True  # the last look at the session found nothing waiting
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -100,11 +120,22 @@ class Gateway:
                 points, answer, self.clock.now()
             ),
         )  # fmt: skip
-        self.notifier = Notifier(self.store, self.publisher, self.clock, s.webhook_secret)
+        self.notifier = Notifier(
+            self.store, self.publisher, self.clock, s.webhook_secret,
+            webhooks=endpoint_names({
+                "alert": s.alert_webhooks, "level2": s.level2_webhooks,
+                "regulator": s.regulator_webhooks,
+            }),
+            webhook_policy=WebhookPolicy(
+                s.webhook_timeout_s, s.webhook_max_backoff_s, s.webhook_max_attempts,
+                s.webhook_max_age_s,
+            ),
+        )  # fmt: skip
         self.incidents = IncidentService(
             self.store, policy(s), self.notifier.wake,
-            on_change=lambda incident: self.writer.write([incident_point(incident)]),
+            on_change=lambda incident: self._incident_points.append(incident_point(incident)),
         )  # fmt: skip
+        self.incident_runner = IncidentRunner(self.incidents, self._stopping)
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
         # In a cluster group, this gateway processes its share of the elevators only; it
@@ -128,7 +159,7 @@ class Gateway:
             self.writer,
             self.deadletter,
             # The black box records the frame before the rules can open an incident with it.
-            consumers=[self.incidents.on_frame, self._detect],
+            consumers=[self._for_incidents_frame, self._detect],
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
@@ -149,6 +180,7 @@ class Gateway:
         )
         self.publisher.start()
         self.notifier.start()
+        self.incident_runner.start()
         self._write_thread.start()
         self.session.start()
         self._worker.start()
@@ -186,6 +218,7 @@ class Gateway:
         self._stopping.set()
         self._worker.join()
         self._write_thread.join()
+        self.incident_runner.stop()
         self.session.close()
         if self.partition is not None:
             self.partition.leave()  # the others take our elevators over now, not at expiry
@@ -199,7 +232,11 @@ class Gateway:
         log.info("gateway_stopped")
 
     def health(self) -> dict[str, object]:
-        working = self._worker.is_alive() and self._write_thread.is_alive()
+        working = (
+            self._worker.is_alive()
+            and self._write_thread.is_alive()
+            and self.incident_runner.is_alive()
+        )
         return {
             "status": "ok" if working else "failing",
             "pipeline": working,
@@ -212,6 +249,7 @@ class Gateway:
             "rate_limited": dict(
                 sorted(self.pipeline.rate_limited.items(), key=lambda kv: -kv[1])[:10]
             ),
+            "webhooks": self.notifier.webhooks(),
         }
 
     # -- the worker --------------------------------------------------------------------------
@@ -248,8 +286,48 @@ class Gateway:
         self._reload_rules.set()
 
     def _detect(self, frame: Frame) -> None:
-        for alert in self.rules.observe(frame, frame.received_at):
-            self.incidents.on_alert(alert)
+        self._raise(self.rules.observe(frame, frame.received_at))
+
+    def _raise(self, alerts: Iterable[Alert]) -> None:
+        self._for_incidents.extend(a for a in alerts if self._worth_raising(a))
+
+    def _for_incidents_frame(self, frame: Frame) -> None:
+        self._for_incidents.append(frame)
+
+    def _hand_work(self) -> None:
+        """This round's frames, alerts and ticks to the incidents' thread, in order."""
+        self.incident_runner.hand_over(self._for_incidents)
+        self._for_incidents = []
+
+    def _worth_raising(self, alert: Alert) -> bool:
+        """Offline and silence alarms are for registered elevators, and for others that sent
+        a status frame in the last `offline_heard_within_h`: not for an id that is no more
+        than a retained `online` state (a car taken away long ago, a test device)."""
+        if (
+            alert.action != "fire"
+            or not self.rules.is_liveness(alert.rule)
+            or self.registry.registered(alert.elevator_id)
+        ):
+            return True
+        heard = self.rules.last_status_at(alert.elevator_id)
+        window_s = self.settings.offline_heard_within_h * 3600
+        if heard is not None and (alert.at - heard).total_seconds() <= window_s:
+            return True
+        metrics.OFFLINE_NOT_ALARMED.inc()
+        log.info("offline_not_alarmed", elevator_id=alert.elevator_id, rule=alert.rule)
+        return False
+
+    def _evict(self, now: datetime) -> None:
+        """Forget elevators unheard for `evict_after_h`; count the tracked ids that are not in
+        the registry (a growing number: spoofed or misconfigured devices)."""
+        gone = self.rules.evict(now, self.settings.evict_after_h * 3600)
+        if gone:
+            self.pipeline.forget(gone)
+            self._for_incidents.append(Forget(gone))
+            metrics.ELEVATORS_EVICTED.inc(len(gone))
+            log.info("elevators_evicted", count=len(gone))
+        unknown = sum(not self.registry.registered(e) for e in self.rules.tracked())
+        metrics.UNREGISTERED_ELEVATORS.set(unknown)
 
     def _tick(self) -> None:
         """Time-driven work, on the worker thread: held rule conditions (a trapped car may
@@ -266,16 +344,22 @@ class Gateway:
             # Cut off from the broker we hear no car, and that says nothing about the cars:
             # no car is silent until a silence window after we are back.
             self.rules.resume(seen_up_to)
-        for alert in self.rules.tick(seen_up_to):
-            if self._owns(alert.elevator_id) or alert.rule == SITE_RULE:
-                self.incidents.on_alert(alert)
+        self._raise(
+            alert
+            for alert in self.rules.tick(seen_up_to)
+            if self._owns(alert.elevator_id) or alert.rule == SITE_RULE
+        )
         if self.partition is not None:
             taken_over = self.partition.renew_if_due()
             for raw in taken_over:
                 self.pipeline.process(raw)
             if taken_over:
                 self._flush()
-        self.incidents.tick(now)
+        self._hand_work()
+        self.incident_runner.tick(now)
+        if now >= self._evict_at:
+            self._evict(now)
+            self._evict_at = now + _EVICT_EVERY
         if time.monotonic() >= self._registry_refresh_at:
             self.registry.load(self.store.all_elevators())
             self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
@@ -304,12 +388,17 @@ class Gateway:
                 if self.pipeline.pending >= batch_size:
                     self._flush()
                     oldest = None
+            self._hand_work()
             self.pipeline.publish_counts()
+            if oldest is None and self._incident_points:
+                oldest = time.monotonic()
             if oldest is not None and time.monotonic() >= oldest + interval:
                 self._flush()
                 oldest = None
-        if self.pipeline.pending:
+            self._hand_over()
+        if self.pipeline.pending or self._incident_points:
             self._flush()
+        self._hand_over(every=True)
         self._batches.put(_STOP)
 
     def _safe_tick(self) -> None:
@@ -338,27 +427,50 @@ class Gateway:
         metrics.QUEUE_DEPTH.set(self.session.backlog)
         while True:
             try:
-                self.incidents.flush_frames()
-                batch = self.pipeline.take()
+                points, acks = self.pipeline.take()
                 break
             except Exception:
-                # The dead letters or the incidents' frames could not be stored: hold
-                # everything, unacknowledged, and try again; the clocks of open incidents
-                # keep running meanwhile.
+                # The dead letters could not be stored: hold everything, unacknowledged, and
+                # try again; the clocks of open incidents keep running meanwhile.
                 log.exception("flush_failed_retrying")
                 self._safe_tick()
                 time.sleep(_RETRY_FLUSH_S)
-        while True:
+        # Acknowledged once the incidents' thread has done everything before this point
+        # (their black box written), as well as the points.
+        self._flushed = threading.Event()
+        self._for_incidents.append(self._flushed)
+        self._hand_work()
+        while self._incident_points:
+            points.append(self._incident_points.popleft())
+        self._waiting[0].extend(points)
+        self._waiting[1].extend(acks)
+        self._hand_over()
+
+    def _hand_over(self, every: bool = False) -> None:
+        """Pass what was cut to the writer thread. While it is busy with a slow store, the
+        batches wait here, the worker going on (a frame that traps someone is not held up by
+        the store), and then go together, as one write: the slower the store, the larger the
+        writes, so one that answers slowly still keeps up. Past `_MAX_WAITING_MESSAGES`, or
+        with `every`, the worker waits for the writer (its clocks still ticking)."""
+        while self._flushed is not None:  # (a tick below may cut and hand over itself)
+            batch = (*self._waiting, self._flushed)
+            block = every or len(self._waiting[1]) > _MAX_WAITING_MESSAGES
             try:
-                self._batches.put(batch, timeout=_RETRY_FLUSH_S)
-                return
+                if block:
+                    self._batches.put(batch, timeout=_RETRY_FLUSH_S)
+                else:
+                    self._batches.put_nowait(batch)
             except queue.Full:
+                if not block:
+                    return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
+                continue
+            self._waiting, self._flushed = ([], []), None
 
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
         while (batch := self._batches.get()) is not _STOP:
-            points, acks = batch  # type: ignore[misc]
+            points, acks, flushed = batch  # type: ignore[misc]
             while True:
                 try:
                     self.writer.write(points)
@@ -368,6 +480,7 @@ class Gateway:
                     # it, unacknowledged, and try again; the broker keeps the rest meanwhile.
                     log.exception("flush_failed_retrying")
                     time.sleep(_RETRY_FLUSH_S)
+            flushed.wait()
             try:
                 self.session.ack(acks)
             except Exception:

@@ -13,6 +13,7 @@ the window covers about 40 minutes of reordering.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final, NamedTuple
 
 WINDOW: Final = 256
@@ -68,6 +69,11 @@ class Dedup:
 
     def __len__(self) -> int:
         return len(self._current)
+
+    def forget(self, elevator_ids: Iterable[str]) -> None:
+        for elevator_id in elevator_ids:
+            self._current.pop(elevator_id, None)
+            self._previous.pop(elevator_id, None)
 
     def check(self, elevator_id: str, boot: int, seq: int) -> Verdict:
         current = self._current.get(elevator_id)

@@ -65,3 +65,35 @@ CLUSTER_HELD_DROPPED = Counter(
     "gateway_cluster_held_dropped_total",
     "Other members' frames pushed out of the takeover hold before two leases had passed",
 )
+WEBHOOK_DELIVERED = Counter(
+    "gateway_webhook_delivered_total", "Webhook notifications the receiver took", ["endpoint"]
+)
+WEBHOOK_FAILURES = Counter(
+    "gateway_webhook_failures_total",
+    "Webhook attempts that failed (retried with backoff)",
+    ["endpoint"],
+)
+WEBHOOK_DEAD = Counter(
+    "gateway_webhook_dead_letters_total",
+    "Webhook notifications given up (max attempts or max age), kept as dead letters",
+    ["endpoint"],
+)
+WEBHOOK_FAILING_SINCE = Gauge(
+    "gateway_webhook_failing_since_timestamp_seconds",
+    "Since when an endpoint's deliveries fail (Unix time; 0 while it takes them)",
+    ["endpoint"],
+)
+ALERTS_WAITING_FOR_STORE = Gauge(
+    "gateway_alerts_waiting_for_store",
+    "Alerts raised that wait for the relational store to take them (a database hiccup)",
+)
+OFFLINE_NOT_ALARMED = Counter(
+    "gateway_offline_not_alarmed_total",
+    "Offline or silence alarms not raised: elevator unregistered and not heard recently",
+)
+UNREGISTERED_ELEVATORS = Gauge(
+    "gateway_unregistered_elevators", "Elevator ids tracked that are not in the registry"
+)
+ELEVATORS_EVICTED = Counter(
+    "gateway_elevators_evicted_total", "Elevators forgotten after a long time unheard"
+)

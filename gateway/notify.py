@@ -1,9 +1,13 @@
 """Dispatch output (contract §2) and webhooks, delivered from the outbox.
 
 Incident changes write their messages into the outbox in the same transaction as the change;
-`Notifier` drains it in order: MQTT messages are deleted once the broker has acknowledged
-them, webhooks once the receiver answered 2xx (retried with backoff until then). A crash can
-repeat a message (each alert carries an `id` to dedup on), never lose one.
+`Notifier` delivers them, each channel on a thread of its own so no channel waits for
+another: MQTT messages in order, deleted once the broker has acknowledged them; each webhook
+endpoint its own queue, in order, deleted once the receiver answered 2xx. A failing endpoint
+is retried with capped exponential backoff, its queue waiting behind the failed message (so
+an incident's notifications never overtake each other); one that keeps failing past
+`max_attempts` or `max_age` is given up and kept as a dead letter. A crash can repeat a
+message (each alert carries an `id` to dedup on), never lose one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,14 +29,13 @@ from gateway import metrics
 from gateway.clock import Clock
 from gateway.incidents.model import Incident, iso_utc, to_json
 from gateway.ingest import Publisher
-from gateway.store import OutboxMessage, Store
+from gateway.store import OutboxClaim, OutboxMessage, Store
 
 log = structlog.get_logger(__name__)
 
 ALERTS_TOPIC = "dispatch/alerts"
 SIGNATURE_HEADER = "X-Gateway-Signature"
 TIMESTAMP_HEADER = "X-Gateway-Timestamp"
-_MAX_BACKOFF = timedelta(minutes=5)
 
 
 def incident_topic(incident_id: str) -> str:
@@ -106,38 +110,97 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookPolicy:
+    timeout_s: float = 10.0
+    max_backoff_s: float = 300.0
+    max_attempts: int = 100
+    max_age_s: float = 86_400.0
+
+
+def endpoint_names(by_role: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """{url: name} for each configured endpoint, named by role and host ("regulator:host";
+    "#2", "#3" ... for more of a role on one host): URLs often carry a token in their path
+    or query, and the names are shown without authentication (health, metrics)."""
+    names: dict[str, str] = {}
+    for role, urls in by_role.items():
+        for url in urls:
+            if url not in names:
+                name = f"{role}:{urlsplit(url).hostname}"
+                taken = sum(n == name or n.startswith(name + "#") for n in names.values())
+                names[url] = f"{name}#{taken + 1}" if taken else name
+    return names
+
+
+def retry_delay(attempts: int, max_backoff_s: float) -> timedelta:
+    """The wait after the `attempts`-th failure: 2, 4, 8 ... seconds, capped."""
+    return timedelta(seconds=min(2.0 ** min(attempts, 32), max_backoff_s))
+
+
+def expired(message: OutboxMessage, now: datetime, policy: WebhookPolicy) -> bool:
+    """Whether a notification is too old to be worth another attempt."""
+    assert message.created_at is not None
+    return (now - message.created_at).total_seconds() >= policy.max_age_s
+
+
 class Notifier:
+    """Delivers the outbox: MQTT on one thread, each webhook endpoint on one of its own."""
+
     def __init__(
         self,
         store: Store,
         publisher: Publisher,
         clock: Clock,
         webhook_secret: str = "",
+        webhooks: Mapping[str, str] | None = None,  # {url: name}, see `endpoint_names`
+        webhook_policy: WebhookPolicy = WebhookPolicy(),
         poll_s: float = 0.5,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._clock = clock
-        self._secret = webhook_secret
         self._poll = poll_s
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._http = httpx.Client(timeout=10)
         self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
+        # Configured endpoints, and any that still has notifications from an earlier setup.
+        names = dict(webhooks or {})
+        names |= endpoint_names({"unconfigured": sorted(store.webhook_targets() - names.keys())})
+        self._webhooks = [
+            _Endpoint(url, name, store, clock, webhook_secret, webhook_policy, self._stop, poll_s)
+            for url, name in names.items()
+        ]
 
     def start(self) -> None:
         self._thread.start()
+        for endpoint in self._webhooks:
+            endpoint.start()
 
     def wake(self) -> None:
         """Something was added to the outbox."""
         self._wake.set()
+        for endpoint in self._webhooks:
+            endpoint.wake.set()
 
     def close(self) -> None:
         self.drain_once()  # deliver what is due before stopping; the rest waits in the outbox
         self._stop.set()
-        self._wake.set()
+        self.wake()
         self._thread.join(timeout=10)
-        self._http.close()
+        for endpoint in self._webhooks:
+            endpoint.close()
+
+    def webhooks(self) -> dict[str, dict[str, object]]:
+        """Each endpoint's state by name, for /api/health: failing since when, and how many
+        notifications were given up."""
+        dead = self._store.dead_webhooks()
+        return {
+            e.name: {
+                "failing_since": iso_utc(e.failing_since) if e.failing_since else None,
+                "dead_letters": dead.get(e.url, 0),
+            }
+            for e in self._webhooks
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -149,34 +212,21 @@ class Notifier:
                 log.exception("notify_failed")
 
     def drain_once(self) -> int:
-        """Deliver what is due; returns how many were delivered."""
-        delivered = 0
+        """Publish the MQTT messages that are due; returns how many were delivered."""
         # Gateways sharing a store share the outbox: one of them delivers at a time.
         with self._store.claim_outbox(self._clock.now()) as claim:
-            # MQTT first (a slow webhook must not hold dispatch up), and in order: what follows
-            # a message that did not go out stays in the outbox with it, with no backoff, or a
-            # later state would overtake it (sent again next time; alert ids dedup).
-            mqtt = [m for m in claim.messages if m.channel == "mqtt"]
-            webhooks = [m for m in claim.messages if m.channel != "mqtt"]
-            sent = self._mqtt(mqtt)
+            # In order: what follows a message that did not go out stays in the outbox with
+            # it, with no backoff, or a later state would overtake it (sent again next time;
+            # alert ids dedup).
+            sent = self._mqtt(claim.messages)
             acknowledged_at = self._clock.now()
-            for message in mqtt[:sent]:
+            for message in claim.messages[:sent]:
                 assert message.id is not None
                 claim.done(message.id)
                 if message.target == ALERTS_TOPIC and message.created_at is not None:
                     late = (acknowledged_at - message.created_at).total_seconds()
                     metrics.ALERT_DELIVERY_SECONDS.observe(max(0.0, late))
-            delivered += sent
-            for message in webhooks:
-                assert message.id is not None
-                if self._webhook(message):
-                    claim.done(message.id)
-                    delivered += 1
-                    continue
-                attempts = message.attempts + 1
-                delay = min(timedelta(seconds=2**attempts), _MAX_BACKOFF)
-                claim.retry(message.id, attempts, self._clock.now() + delay)
-        return delivered
+        return sent
 
     def _mqtt(self, messages: list[OutboxMessage]) -> int:
         if not messages or not self._publisher.connected:
@@ -185,7 +235,105 @@ class Notifier:
             [(m.target, m.payload, m.retain) for m in messages], wait_s=5
         )
 
-    def _webhook(self, message: OutboxMessage) -> bool:
+
+class _Endpoint:
+    """One webhook endpoint's queue, delivered in order on a thread of its own."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        store: Store,
+        clock: Clock,
+        secret: str,
+        policy: WebhookPolicy,
+        stop: threading.Event,
+        poll_s: float,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.wake = threading.Event()
+        self.failing_since: datetime | None = None
+        self._store = store
+        self._clock = clock
+        self._secret = secret
+        self._policy = policy
+        self._stop = stop
+        self._poll = poll_s
+        self._http = httpx.Client(timeout=policy.timeout_s)
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        for metric in (metrics.WEBHOOK_DELIVERED, metrics.WEBHOOK_FAILURES, metrics.WEBHOOK_DEAD):
+            metric.labels(self.name)  # at 0 from the start
+        metrics.WEBHOOK_FAILING_SINCE.labels(self.name).set(0)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        # A post in flight may hang up to the timeout: not waited for (the message stays in
+        # the outbox and is posted again, its id deduplicates).
+        self._thread.join(timeout=1)
+        if not self._thread.is_alive():
+            self._http.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.deliver_once()
+            except Exception:
+                log.exception("webhook_delivery_failed", endpoint=self.name)
+                wait = self._poll
+            if wait > 0:
+                self.wake.wait(min(wait, self._poll))
+                self.wake.clear()
+
+    def deliver_once(self) -> float:
+        """Deal with the head of the queue; returns how long (s) to wait before the next."""
+        with self._store.claim_webhook(self.url) as claim:
+            if not claim.messages:
+                return self._poll
+            [message] = claim.messages
+            now = self._clock.now()
+            assert message.id is not None and message.next_attempt_at is not None
+            if message.next_attempt_at > now:
+                return (message.next_attempt_at - now).total_seconds()
+            if expired(message, now, self._policy):
+                self._give_up(claim, message, "max_age")
+                return 0
+            error = self._post(message)
+            now = self._clock.now()
+            if error is None:
+                claim.done(message.id)
+                metrics.WEBHOOK_DELIVERED.labels(self.name).inc()
+                if self.failing_since is not None:
+                    log.info("webhook_recovered", endpoint=self.name)
+                self.failing_since = None
+                metrics.WEBHOOK_FAILING_SINCE.labels(self.name).set(0)
+                return 0
+            metrics.WEBHOOK_FAILURES.labels(self.name).inc()
+            if self.failing_since is None:
+                self.failing_since = now
+                metrics.WEBHOOK_FAILING_SINCE.labels(self.name).set(now.timestamp())
+            attempts = message.attempts + 1
+            log.warning("webhook_failed", endpoint=self.name, error=error, attempt=attempts)
+            if attempts >= self._policy.max_attempts:
+                self._give_up(claim, message, "max_attempts")
+                return 0
+            delay = retry_delay(attempts, self._policy.max_backoff_s)
+            claim.retry(message.id, attempts, now + delay)
+            return delay.total_seconds()
+
+    def _give_up(self, claim: OutboxClaim, message: OutboxMessage, why: str) -> None:
+        assert message.id is not None
+        claim.give_up(message.id)
+        metrics.WEBHOOK_DEAD.labels(self.name).inc()
+        log.error(
+            "webhook_given_up", endpoint=self.name, why=why, attempts=message.attempts,
+            payload=message.payload.decode(errors="replace")[:500],
+        )  # fmt: skip
+
+    def _post(self, message: OutboxMessage) -> str | None:
+        """None once the receiver took it, else what went wrong."""
         headers = {"Content-Type": "application/json"}
         if self._secret:
             # Signed at each attempt: a retry carries its own time, not the first one's.
@@ -195,19 +343,5 @@ class Notifier:
         try:
             response = self._http.post(message.target, content=message.payload, headers=headers)
         except httpx.HTTPError as exc:
-            log.warning(
-                "webhook_failed",
-                host=urlsplit(message.target).hostname,
-                error=str(exc),
-                attempt=message.attempts + 1,
-            )
-            return False
-        if response.is_success:
-            return True
-        log.warning(
-            "webhook_refused",
-            host=urlsplit(message.target).hostname,
-            status=response.status_code,
-            attempt=message.attempts + 1,
-        )
-        return False
+            return f"{type(exc).__name__}: {exc}"[:300]
+        return None if response.is_success else f"HTTP {response.status_code}"

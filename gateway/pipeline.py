@@ -67,6 +67,13 @@ class Pipeline:
     def tracked_elevators(self) -> int:
         return len(self._dedup)
 
+    def forget(self, elevator_ids: Sequence[str]) -> None:
+        """Drop what is kept of elevators long silent (see RuleEngine.evict)."""
+        self._dedup.forget(elevator_ids)
+        for elevator_id in elevator_ids:
+            self._last_online.pop(elevator_id, None)
+            self._skewed.discard(elevator_id)
+
     def online(self, elevator_id: str) -> bool | None:
         """The last `online` state the elevator's device announced, if any."""
         return self._last_online.get(elevator_id)

@@ -87,6 +87,9 @@ class RegistryCache:
             self._site.pop(elevator_id, None)
         self._tags[elevator_id] = _tags(record)
 
+    def registered(self, elevator_id: str) -> bool:
+        return elevator_id in self._tags
+
     def site_of(self, elevator_id: str) -> str | None:
         return self._site.get(elevator_id)
 

@@ -90,7 +90,19 @@ class Settings(BaseSettings):
     tokens_file: FilePath | None = None
     # /docs and /openapi.json without a login (they describe the API, not its data).
     public_docs: bool = False
+    # Each endpoint is delivered on its own: a request times out after webhook_timeout_s, a
+    # failure is retried after 2, 4, 8 ... s up to webhook_max_backoff_s, and a notification is
+    # given up (kept as a dead letter) after webhook_max_attempts or webhook_max_age_s.
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_backoff_s: float = Field(300.0, gt=0)
+    webhook_max_attempts: int = Field(100, ge=1)
+    webhook_max_age_s: float = Field(86_400.0, gt=0)
     tick_interval_s: float = Field(0.25, gt=0)
+    # Offline and silence alarms for elevators in the registry, and for others only if they
+    # sent a status frame within this many hours (not for a retained `online` state alone).
+    offline_heard_within_h: float = Field(24.0, gt=0)
+    # What is kept of an elevator (rules, dedup, black box) is dropped after this long unheard.
+    evict_after_h: float = Field(48.0, gt=0)
     # Per elevator: sustained frames/s and burst (a reconnecting device sends its backlog).
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: int = Field(600, ge=1)

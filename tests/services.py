@@ -6,6 +6,7 @@ killed and restarted on the same port and data.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -14,9 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,3 +298,103 @@ def make_pg_database() -> PgDatabase:
     with _pg_admin() as admin:
         admin.execute(f'CREATE DATABASE "{db.name}"')
     return db
+
+
+class StallingProxy:
+    """A TCP proxy on a free port in front of a local service (a stand-in for a slow or hung
+    store): while `hanging`, connections are accepted and never answered; otherwise bytes are
+    forwarded, each request from the client held `delay_s` first. `release()` ends the hang:
+    held connections are closed (the client sees the failure) and new ones are forwarded."""
+
+    def __init__(self, target_port: int, *, hanging: bool = False, delay_s: float = 0.0) -> None:
+        self.hanging = hanging
+        self.delay_s = delay_s
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def release(self) -> None:
+        self.hanging = False
+        for conn in self._held:
+            conn.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.release()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._listener.accept()[0]
+            except OSError:
+                return
+            if self.hanging:
+                self._held.append(client)
+                continue
+            server = socket.create_connection(("127.0.0.1", self._target))
+            for src, dst, delay in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: bool) -> None:
+        last = 0.0
+        try:
+            while data := src.recv(65536):
+                # A chunk after a pause starts a request: hold it (the rest of it follows).
+                if delay and self.delay_s and time.monotonic() - last > 0.1:
+                    time.sleep(self.delay_s)
+                dst.sendall(data)
+                last = time.monotonic()
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def paused_backends(database: str) -> Iterator[list[int]]:
+    """Stop (SIGSTOP) every backend connected to `database` for the block, then let them go
+    on (SIGCONT): a database that stops answering for a while, without restarting the
+    machine's server, which others use. Yields the pids."""
+    with _pg_admin() as admin:
+        pids = [
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+            )
+        ]
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        yield pids
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def database_away(database: str) -> Iterator[None]:
+    """`database` refuses connections and its connections are cut for the block: a failover
+    as its clients see it, without restarting the machine's server, which others use."""
+    with _pg_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')

@@ -112,13 +112,17 @@ def test_crew_seen_in_telemetry_then_release_from_telemetry(
         assert r.json()["arrived_at"] == incident["opened_at"]
         assert r.json()["state"] == "released"  # never backward
 
-        # Each change is also a point of the contract's `incident` measurement.
-        states = [
-            line.split('state="')[1].split('"')[0]
-            for line in gw.store.telemetry_lines(eid)
-            if line.startswith("incident,")
-        ]
-        assert states == ["open", "arrived", "released", "released"]
+        # Each change is also a point of the contract's `incident` measurement (written with
+        # the next batch, never by the change itself).
+        def states() -> list[str]:
+            lines = gw.store.telemetry_lines(eid)
+            return [
+                line.split('state="')[1].split('"')[0]
+                for line in lines
+                if line.startswith("incident,")
+            ]
+
+        wait_for(lambda: states() == ["open", "arrived", "released", "released"])
 
         frames = httpx.get(f"{api}/incidents/{incident_id}/frames", headers=auth).json()
         opened = datetime.fromisoformat(incident["opened_at"])

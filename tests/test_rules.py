@@ -359,3 +359,28 @@ def test_cars_in_the_same_state_share_one_status_and_a_change_is_their_own() -> 
     assert (one.status.floor, two.status.floor) == (4, 5)
     with pytest.raises(AttributeError):
         one.status.floor = 6  # it is another car's too
+
+
+# -- eviction ---------------------------------------------------------------------------------
+def test_cars_long_unheard_are_forgotten_and_start_afresh_when_back() -> None:
+    engine = RuleEngine(RULES)
+    engine.observe(status("E1"), at(0))
+    engine.observe(status("E2"), at(0))
+    engine.observe(online(True, "E3"), at(0))  # a retained state, never a status frame
+    assert fired(engine.tick(at(31))) == [("fire", "offline", 30)] * 3
+    engine.observe(status("E2"), at(3000))
+    engine.tick(at(3600))  # E2: back, then silent again
+    assert engine.last_status_at("E1") == at(0) and engine.last_status_at("E3") is None
+    assert sorted(engine.evict(at(3600), idle_s=3000)) == ["E1", "E3"]
+    assert sorted(engine.tracked()) == ["E2"]
+    assert engine.last_status_at("E1") is None
+    # Back after all: a car like any new one, online, with nothing to clear or fire.
+    assert engine.observe(status("E1"), at(3700)) == []
+    assert fired(engine.tick(at(3731))) == [("fire", "offline", 3730)]
+
+
+def test_a_car_with_a_hold_running_is_not_forgotten() -> None:
+    engine = RuleEngine(QUIET)
+    engine.observe(event("ENTRAPMENT"), at(0))
+    assert engine.evict(at(0), idle_s=-1) == []
+    assert engine.is_liveness("offline") and not engine.is_liveness("trapped_between_floors")

@@ -33,7 +33,7 @@ from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.web.pages import LANG_COOKIE
 from gateway.web.strings import STRINGS
-from tests.conftest import Device, gateway_up, status_frame, wait_for
+from tests.conftest import Device, free_port, gateway_up, status_frame, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -273,6 +273,27 @@ def test_the_board_follows_the_language_switch_and_remembers_it(
     screenshot(page, "board-zh")
     page.click("#lang-switch")
     expect(page.locator("nav")).to_contain_text(EN["nav_board"])
+
+
+def test_the_board_names_a_webhook_that_keeps_failing(
+    gateway_settings, context: BrowserContext, prefix: str
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every post fails
+    settings = gateway_settings(
+        tsdb_url="",
+        tokens=",".join(f"{role}:{tok}" for role, tok in TOKENS.items()),
+        alert_webhooks=[refused],
+    )
+    with Gateway(settings, ScaledClock(SPEED)) as gateway:
+        wait_for(lambda: gateway_up(gateway))
+        page = context.new_page()
+        login(page, gateway, "dispatcher", "/board")
+        expect(page.locator("#webhooks")).to_be_hidden()
+        phone_report(gateway, f"{prefix}-hook", minutes_ago=1)
+        # Polled every 15 s.
+        expect(page.locator("#webhooks")).to_contain_text(
+            "Webhook alert:127.0.0.1 failing since", timeout=20_000
+        )
 
 
 def test_labels_exist_in_both_languages() -> None:

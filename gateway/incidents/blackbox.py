@@ -16,7 +16,7 @@ kept as small tuples beside it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -204,6 +204,11 @@ class BlackBox:
         return sorted(
             (f for f in frames if f["received_at"] >= cutoff), key=lambda f: f["received_at"]
         )
+
+    def forget(self, elevator_ids: Iterable[str]) -> None:
+        for elevator_id in elevator_ids:
+            self._status.pop(elevator_id, None)
+            self._events.pop(elevator_id, None)
 
     def last(self, elevator_id: str) -> dict[str, Any] | None:
         """The newest status frame seen, however old."""

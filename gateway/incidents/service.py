@@ -118,6 +118,10 @@ class IncidentService:
     def last_frame(self, elevator_id: str) -> dict[str, Any] | None:
         return self._blackbox.last(elevator_id)
 
+    def forget(self, elevator_ids: Sequence[str]) -> None:
+        """Drop the black box of elevators long silent (see RuleEngine.evict)."""
+        self._blackbox.forget(elevator_ids)
+
     def on_alert(self, alert: Alert) -> None:
         with self._lock:
             if alert.group is not None and alert.rule == SITE_RULE:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -341,6 +341,35 @@ class RuleEngine:
         full silence window from `now` before it can be called silent."""
         self._heard_all_at = max(self._heard_all_at, now.timestamp())
 
+    def is_liveness(self, rule_id: str) -> bool:
+        """Whether the rule is about the car being online (offline, silence)."""
+        return any(c.id == rule_id for c in self._online)
+
+    def last_status_at(self, elevator_id: str) -> datetime | None:
+        """When the car last sent a status frame (not a retained `online` state)."""
+        car = self._cars.get(elevator_id)
+        return None if car is None or car.status_at == _NEVER else _at(car.status_at)
+
+    def tracked(self) -> Iterator[str]:
+        return iter(self._cars)
+
+    def evict(self, now: datetime, idle_s: float) -> list[str]:
+        """Forget the cars not heard from for `idle_s` with nothing due (an id that published
+        once, a car taken out of service): kept, they would add up for good. Returns their
+        ids. A car that comes back starts afresh (online, no episodes)."""
+        cutoff = now.timestamp() - idle_s
+        gone = [
+            elevator_id
+            for elevator_id, car in self._cars.items()
+            if car.last_seen < cutoff
+            and car.silence_at == _INF
+            and car.power_site is None
+            and not (car.episodes and any(e.phase != _FIRING for e in car.episodes.values()))
+        ]
+        for elevator_id in gone:
+            del self._cars[elevator_id]
+        return gone
+
     def _run_due(self, t: float, out: list[Alert]) -> None:
         heap, silent = self._heap, self._silent
         while True:
@@ -350,7 +379,9 @@ class RuleEngine:
                 self._silence_due(heapq.heappop(silent), out)
             elif hold_due:
                 deadline, _, elevator_id, rule_id = heapq.heappop(heap)
-                self._expire(self._cars[elevator_id], rule_id, deadline, out)
+                car = self._cars.get(elevator_id)
+                if car is not None:  # (None: a stale entry of a car since evicted)
+                    self._expire(car, rule_id, deadline, out)
             else:
                 return
 

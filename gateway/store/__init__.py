@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from gateway.incidents.model import Incident, TimelineEntry
 from gateway.reports import ModeSample, Notice, OnlineSample
@@ -60,6 +60,14 @@ REGISTRY_FIELDS = (
 _INCIDENT_FIELDS = tuple(f.name for f in fields(Incident) if f.name != "timeline")
 
 
+# What a store that is away for a while raises (SQLite busy, a PostgreSQL restart or failover,
+# a dropped connection): worth trying again, unlike a refused statement.
+STORE_UNAVAILABLE = (OperationalError, InterfaceError)
+
+# The outbox channel of webhook notifications that gave up (see `OutboxClaim.give_up`).
+DEAD_WEBHOOK = "webhook_dead"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     channel: str  # "mqtt" or "webhook"
@@ -69,6 +77,7 @@ class OutboxMessage:
     id: int | None = None
     attempts: int = 0
     created_at: datetime | None = None  # set once stored: when the change it reports happened
+    next_attempt_at: datetime | None = None  # set once stored
 
 
 # A change of one stored incident, applied under its row lock: the incident after the change
@@ -93,6 +102,13 @@ class OutboxClaim:
                 update(outbox)
                 .where(outbox.c.id == message_id)
                 .values(attempts=attempts, next_attempt_at=next_attempt_at)
+            )
+
+    def give_up(self, message_id: int) -> None:
+        """Kept as a dead letter: out of the channel's queue, still in the table to read."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(outbox).where(outbox.c.id == message_id).values(channel=DEAD_WEBHOOK)
             )
 
 
@@ -144,6 +160,14 @@ def migrate(engine: Engine) -> None:
 # PostgreSQL advisory lock keys (arbitrary, fixed): schema migration, outbox delivery.
 _MIGRATION_LOCK = 0x6761_7465_0001
 _OUTBOX_LOCK = 0x6761_7465_0002
+_WEBHOOK_LOCK = 0x6777_0001  # with hashtext(url): one webhook deliverer per endpoint
+
+
+def _outbox_messages(conn: Connection, query: Any) -> list[OutboxMessage]:
+    columns = (
+        "channel", "target", "payload", "retain", "id", "attempts", "created_at", "next_attempt_at"
+    )  # fmt: skip
+    return [OutboxMessage(*(r[c] for c in columns)) for r in conn.execute(query).mappings()]
 
 
 def _lock(conn: Connection, key: int, *, wait: bool) -> bool:
@@ -385,25 +409,57 @@ class Store:
 
     @contextmanager
     def claim_outbox(self, now: datetime, limit: int = 100) -> Iterator[OutboxClaim]:
-        """The due messages, oldest first, for one deliverer at a time across all gateways
+        """The due MQTT messages, oldest first, for one deliverer at a time across all gateways
         (an advisory lock held to the end of the block; others get none this round), so the
-        shared outbox is published once and in order. Marks commit one by one, so a slow
-        webhook never holds SQLite's write lock."""
+        shared outbox is published once and in order. Marks commit one by one."""
         query = (
-            select(outbox).where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit)
+            select(outbox)
+            .where(outbox.c.channel == "mqtt", outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id)
+            .limit(limit)
         )
         with self.engine.connect() as held:
-            messages = (
-                [
-                    OutboxMessage(
-                        r.channel, r.target, r.payload, r.retain, r.id, r.attempts, r.created_at
-                    )
-                    for r in held.execute(query)
-                ]
-                if _lock(held, _OUTBOX_LOCK, wait=False)
-                else []
+            locked = _lock(held, _OUTBOX_LOCK, wait=False)
+            yield OutboxClaim(self.engine, _outbox_messages(held, query) if locked else [])
+
+    @contextmanager
+    def claim_webhook(self, url: str) -> Iterator[OutboxClaim]:
+        """The oldest webhook notification for `url`, due or not (its endpoint's queue is
+        delivered in order), for one deliverer at a time per endpoint across all gateways.
+        The claim is held while it is posted, on a connection that writes nothing, so a
+        slow endpoint holds no lock the others need."""
+        query = (
+            select(outbox)
+            .where(outbox.c.channel == "webhook", outbox.c.target == url)
+            .order_by(outbox.c.id)
+            .limit(1)
+        )
+        with self.engine.connect() as held:
+            locked = (
+                held.dialect.name != "postgresql"
+                or held.execute(
+                    # Two int4 keys: a key space apart from the one-key locks above.
+                    text("SELECT pg_try_advisory_xact_lock(:k, hashtext(:url))"),
+                    {"k": _WEBHOOK_LOCK, "url": url},
+                ).scalar_one()
             )
-            yield OutboxClaim(self.engine, messages)
+            yield OutboxClaim(self.engine, _outbox_messages(held, query) if locked else [])
+
+    def webhook_targets(self) -> set[str]:
+        """Endpoints with notifications waiting (some may no longer be configured)."""
+        query = select(outbox.c.target).where(outbox.c.channel == "webhook").distinct()
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def dead_webhooks(self) -> dict[str, int]:
+        """Webhook notifications that gave up, per endpoint."""
+        query = (
+            select(outbox.c.target, func.count())
+            .where(outbox.c.channel == DEAD_WEBHOOK)
+            .group_by(outbox.c.target)
+        )
+        with self.engine.connect() as conn:
+            return {target: n for target, n in conn.execute(query)}
 
     # -- cluster membership --------------------------------------------------------------
     def renew_member(

@@ -260,3 +260,26 @@ if (canAct) {
 }
 
 connect();
+
+// -- webhooks: an endpoint that keeps failing (the regulator's, a rescue station's) is named
+// here, from /api/health, so dispatch knows to call instead.
+const webhooks = document.getElementById("webhooks");
+
+async function checkWebhooks() {
+  try {
+    const health = await (await fetch("/api/health")).json();
+    const failing = Object.entries(health.webhooks || {}).filter(([, w]) => w.failing_since);
+    webhooks.textContent = failing
+      .map(([name, w]) =>
+        t("webhook_failing")
+          .replace("{name}", name)
+          .replace("{since}", new Date(w.failing_since).toLocaleTimeString()),
+      )
+      .join(" · ");
+    webhooks.hidden = failing.length === 0;
+  } catch {
+    // The gateway is away: the event stream's status says so.
+  }
+}
+checkWebhooks();
+setInterval(checkWebhooks, 15000);

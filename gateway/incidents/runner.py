@@ -1,0 +1,144 @@
+"""The incidents' own thread: everything that waits on the relational store, off the pipeline.
+
+The pipeline thread decodes frames and runs the rules; what the incidents must do with them
+(the black box, telemetry on open incidents, the alerts the rules raised, the ticker) is
+handed over here in order, one list per round. A database that stops answering for a while
+holds this thread only: frames go on being processed and alerts raised, and those raised
+meanwhile are stored, in order, as soon as it answers, instead of waiting behind a backlog
+of frames as well. An alert the store cannot take (STORE_UNAVAILABLE) is tried again until
+it can: the rules raise it once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+import structlog
+
+from gateway import metrics
+from gateway.frames import Frame
+from gateway.incidents.service import IncidentService
+from gateway.rules import Alert
+from gateway.store import STORE_UNAVAILABLE
+
+log = structlog.get_logger(__name__)
+
+_RETRY_S: Final = 0.5
+_STOP: Final = object()
+
+
+class Tick:
+    """Fire the incidents' clocks due by `now`."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+
+class Forget:
+    """Drop the black box of elevators long silent."""
+
+    __slots__ = ("elevator_ids",)
+
+    def __init__(self, elevator_ids: Sequence[str]) -> None:
+        self.elevator_ids = elevator_ids
+
+
+# What the pipeline hands over: a frame, an alert, a tick, a forget, or an Event to set once
+# everything before it is done and the black box written (the batch it ends may be
+# acknowledged then).
+Work = Frame | Alert | Tick | Forget | threading.Event
+
+
+class IncidentRunner:
+    def __init__(self, incidents: IncidentService, stopping: threading.Event) -> None:
+        self._incidents = incidents
+        self._stopping = stopping  # set: an alert the store cannot take is not retried
+        self._inbox: queue.SimpleQueue[list[Work] | object] = queue.SimpleQueue()
+        self._ticks_waiting = 0  # ticks handed over and not done: one is enough
+        self._alerts_waiting = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="incidents", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def hand_over(self, work: list[Work]) -> None:
+        """Queue `work`, in order (called by the pipeline thread only)."""
+        if not work:
+            return
+        alerts = sum(isinstance(w, Alert) for w in work)
+        with self._lock:
+            self._alerts_waiting += alerts
+            metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
+        self._inbox.put(work)
+
+    def tick(self, now: datetime) -> None:
+        """Queue a tick, unless one is still waiting (it will see every clock due by then)."""
+        with self._lock:
+            if self._ticks_waiting:
+                return
+            self._ticks_waiting += 1
+        self._inbox.put([Tick(now)])
+
+    def stop(self) -> None:
+        """Finish what was handed over (an alert the store cannot take is no longer retried
+        once `stopping` is set), then stop."""
+        self._inbox.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (work := self._inbox.get()) is not _STOP:
+            for item in work:  # type: ignore[attr-defined]
+                self._do(item)
+
+    def _do(self, item: Work) -> None:
+        if isinstance(item, Frame):
+            try:
+                self._incidents.on_frame(item)
+            except Exception:
+                metrics.CONSUMER_ERRORS.inc()
+                log.exception("incident_frame_failed", elevator_id=item.elevator_id)
+        elif isinstance(item, Alert):
+            self._store_alert(item)
+        elif isinstance(item, Tick):
+            with self._lock:
+                self._ticks_waiting -= 1
+            try:
+                self._incidents.tick(item.now)
+            except Exception:
+                metrics.TICK_ERRORS.inc()
+                log.exception("incident_tick_failed")
+        elif isinstance(item, Forget):
+            self._incidents.forget(item.elevator_ids)
+        else:
+            self._incidents.flush_frames()
+            item.set()
+
+    def _store_alert(self, alert: Alert) -> None:
+        while True:
+            try:
+                self._incidents.on_alert(alert)
+                break
+            except STORE_UNAVAILABLE as exc:
+                if self._stopping.is_set():
+                    log.error("alert_not_stored_at_stop", elevator_id=alert.elevator_id)
+                    break
+                log.warning("alert_waits_for_store", error=str(exc)[:300])
+                self._stopping.wait(_RETRY_S)
+            except Exception:
+                # A bug, not the store: logged and counted, never holding the alerts after it.
+                metrics.CONSUMER_ERRORS.inc()
+                log.exception("alert_failed", elevator_id=alert.elevator_id, rule=alert.rule)
+                break
+        with self._lock:
+            self._alerts_waiting -= 1
+            metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
