@@ -28,12 +28,13 @@ from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
-from gateway.frames import Frame, elevator_of
+from gateway.frames import Frame
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
+from gateway.profiles import Profiles
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
 from gateway.rules import RuleEngine, RuleError, load_rules
@@ -80,6 +81,7 @@ class Gateway:
     def start(self) -> Self:
         s = self.settings
         rules = load_rules(s.rules_dir)  # first: a bad rule file must stop us before anything opens
+        self.profiles = Profiles.load(s.profiles_dir, s.spool_dir / "profile_faults.json")
         self.store = open_store(s.store_url)
         sink: Sink = (
             InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
@@ -118,6 +120,7 @@ class Gateway:
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
+            profiles=self.profiles,
         )
         self.session = open_session(
             s.mqtt_client,
@@ -132,6 +135,7 @@ class Gateway:
             keepalive_s=s.mqtt_keepalive_s,
             tls=tls,
             log_level=s.log_level,
+            extra_topics=self.profiles.subscriptions,
         )
         self.publisher.start()
         self.notifier.start()
@@ -206,7 +210,7 @@ class Gateway:
         costing no pipeline work."""
         if self.partition is None:
             return True
-        elevator_id = elevator_of(raw.topic)
+        elevator_id = self.profiles.elevator_of(raw.topic)
         if elevator_id is None:
             return True
         if self.partition.take_or_hold(elevator_id, raw):
@@ -321,7 +325,8 @@ class Gateway:
         while True:
             try:
                 self.incidents.flush_frames()
-                batch = self.pipeline.take()
+                # The profiles' fault sets as of this batch: saved once it is durable.
+                batch = (*self.pipeline.take(), self.profiles.faults.take_snapshot())
                 break
             except Exception:
                 # The dead letters or the incidents' frames could not be stored: hold
@@ -340,10 +345,12 @@ class Gateway:
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
         while (batch := self._batches.get()) is not _STOP:
-            points, acks = batch  # type: ignore[misc]
+            points, acks, fault_sets = batch  # type: ignore[misc]
             while True:
                 try:
                     self.writer.write(points)
+                    if fault_sets is not None:
+                        self.profiles.faults.save(fault_sets)
                     break
                 except Exception:
                     # Neither the store nor the spool took the batch (e.g. disk full): hold

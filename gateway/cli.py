@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from gateway import logs
+from gateway.profiles import ProfileError
+from gateway.profiles.cli import app as profiles_app
 from gateway.report_cli import report
 from gateway.rules import RuleError
 from gateway.rules.cli import app as rules_app
@@ -42,6 +44,9 @@ def run(config: ConfigOption = None) -> None:
         gateway = Gateway(settings).start()
     except RuleError as exc:
         typer.echo(f"error: rule files refused:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    except ProfileError as exc:
+        typer.echo(f"error: device profiles refused:\n{exc}", err=True)
         raise typer.Exit(2) from None
     signal.signal(signal.SIGHUP, lambda *_: gateway.reload_rules())
     try:
@@ -102,6 +107,7 @@ def demo(
 
 
 app.add_typer(rules_app, name="rules")
+app.add_typer(profiles_app, name="profiles")
 
 app.command("report")(report)
 
