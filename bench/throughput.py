@@ -19,6 +19,10 @@ cores that cost lands on the gateway's figure. `--cold-store` skips the warm-up.
     python bench/throughput.py --frames 100000 --elevators 10000
     python bench/throughput.py --clients libmosquitto,paho
     python bench/throughput.py --cold-store
+
+`--profile NAME` also queues the same frames in a device profile's format (e.g.
+lift-numeric, written by the simulator's encoder) for a gateway session of their own, and
+reports that gateway's rate against the native frames' in the same run.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway import logs, metrics
 from gateway.app import Gateway
 from gateway.frames import Frame, decode
+from gateway.ingest import SUBSCRIPTIONS
+from gateway.profiles import load_profiles
+from gateway.profiles.spec import subscription
 from gateway.settings import load_settings
 from gateway.tsdb import InfluxSink, to_point
+from simulators.device import Emitted
+from simulators.profiled import ProfileSpeaker
 from tests.services import free_port, make_broker, make_vm
 
 
@@ -75,8 +84,14 @@ def _frame(eid: str, seq: int, ts: str) -> bytes:
     ).encode()
 
 
-def _publish_share(port: int, worker: int, workers: int, frames: int, elevators: int) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{worker}")
+def _publish_share(
+    port: int, worker: int, workers: int, frames: int, elevators: int, profile: str | None
+) -> None:
+    speakers: dict[str, ProfileSpeaker] = {}
+    if profile is not None:
+        [spec] = [p for p in load_profiles() if p.name == profile]
+    client_id = f"bench-load-{profile or 'native'}-{worker}"
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -84,7 +99,12 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
     last = None
     for n in range(worker, frames, workers):
         eid = f"B{n % elevators:06d}"
-        last = client.publish(f"elevators/{eid}/status", _frame(eid, n // elevators, ts), qos=1)
+        topic, payload = f"elevators/{eid}/status", _frame(eid, n // elevators, ts)
+        if profile is not None:
+            speaker = speakers.setdefault(eid, ProfileSpeaker(spec, eid))
+            [message] = speaker.messages([Emitted("status", eid, json.loads(payload))])
+            topic, payload = message.topic, message.payload
+        last = client.publish(topic, payload, qos=1)
         while len(client._out_messages) > 5000:  # keep memory bounded while the broker catches up
             time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
     if last is not None:
@@ -93,11 +113,14 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
     client.loop_stop()
 
 
-def queue_frames(port: int, frames: int, elevators: int, publishers: int) -> None:
-    """Publish `frames` status frames of `elevators` cars from `publishers` processes."""
+def queue_frames(
+    port: int, frames: int, elevators: int, publishers: int, profile: str | None = None
+) -> None:
+    """Publish `frames` status frames of `elevators` cars from `publishers` processes (in a
+    device profile's format, if given)."""
     procs = [
         multiprocessing.Process(
-            target=_publish_share, args=(port, w, publishers, frames, elevators)
+            target=_publish_share, args=(port, w, publishers, frames, elevators, profile)
         )
         for w in range(publishers)
     ]
@@ -121,14 +144,12 @@ def _session(port: int, client_id: str, manual_ack: bool) -> paho.Client:
     return client
 
 
-def _create_session(port: int, client_id: str) -> None:
+def _create_session(port: int, client_id: str, topics: tuple[str, ...] = SUBSCRIPTIONS) -> None:
     client = _session(port, client_id, manual_ack=False)
     done = threading.Event()
     client.on_subscribe = lambda *_a: done.set()
     client.loop_start()
-    client.subscribe(
-        [(t, 1) for t in ("elevators/+/status", "elevators/+/event", "elevators/+/online")]
-    )
+    client.subscribe([(t, 1) for t in topics])
     done.wait(10)
     client.disconnect()
     client.loop_stop()
@@ -203,16 +224,19 @@ BASELINES = {"paho": _baseline_paho, "libmosquitto": _baseline_libmosquitto}
 _WHEN = ("before", "after")  # each baseline drains once before the gateways, once after
 
 
-def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int) -> float:
-    """The gateway on `client` draining its queue; frames/s from the first frame processed
-    to the last point acknowledged by VictoriaMetrics."""
+def _gateway(
+    work: Path, broker_url: str, vm_url: str, client: str, frames: int, profile: str = ""
+) -> float:
+    """The gateway on `client` draining its queue (of `profile` frames, if given); frames/s
+    from the first frame processed to the last point acknowledged by VictoriaMetrics."""
+    name = "-".join(filter(None, (client, profile)))
     settings = load_settings(
         mqtt_url=broker_url,
         mqtt_client=client,
-        mqtt_client_id=f"bench-gateway-{client}",
+        mqtt_client_id=f"bench-gateway-{name}",
         tsdb_url=vm_url,
-        store_url=f"sqlite:///{work / f'gw-{client}.db'}",
-        spool_dir=work / f"spool-{client}",
+        store_url=f"sqlite:///{work / f'gw-{name}.db'}",
+        spool_dir=work / f"spool-{name}",
         http_port=free_port(),
         log_level="warning",
     )
@@ -230,7 +254,8 @@ def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int)
         sink = gw.writer._sink
     rate = stored / elapsed
     print(
-        f"gateway on {client} (decode, dedup, rules, write to VictoriaMetrics, ack): "
+        f"gateway on {client}{f', {profile} frames' if profile else ''} "
+        "(decode, dedup, rules, write to VictoriaMetrics, ack): "
         f"{rate:,.0f} frames/s ({stored:,.0f} points)"
     )
     requests = getattr(sink, "requests", 0)
@@ -255,6 +280,7 @@ def main() -> None:
         action="store_true",
         help="skip the warm-up: every series is new to the store during the measured run",
     )
+    parser.add_argument("--profile", help="also the same frames in this device profile")
     args = parser.parse_args()
     clients = args.clients.split(",")
 
@@ -268,6 +294,11 @@ def main() -> None:
         sessions += [f"bench-gateway-{c}" for c in clients]
         for cid in sessions:
             _create_session(broker.port, cid)
+        if args.profile:
+            [spec] = [p for p in load_profiles() if p.name == args.profile]
+            for c in clients:
+                _create_session(broker.port, f"bench-gateway-{c}-{spec.name}", subscription(spec))
+            queue_frames(broker.port, args.frames, args.elevators, args.publishers, spec.name)
         t0 = time.perf_counter()
         queue_frames(broker.port, args.frames, args.elevators, args.publishers)
         took = time.perf_counter() - t0
@@ -286,6 +317,9 @@ def main() -> None:
 
         drain_baselines("before")
         rates = {c: _gateway(work, broker.url, vm.url, c, args.frames) for c in clients}
+        for c in clients if args.profile else ():
+            rate = _gateway(work, broker.url, vm.url, c, args.frames, args.profile)
+            print(f"ratio {args.profile} / native frames, gateway on {c}: {rate / rates[c]:.2f}")
         drain_baselines("after")
         for client, rate in rates.items():
             for name, (before, after) in runs.items():
