@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.frames import Rejected, as_sent
@@ -59,8 +58,7 @@ def _topic(profile: Profile, message: CaseMessage) -> str:
 def _check(router: Profiles, profile: Profile, message: CaseMessage) -> list[str]:
     payload = message.payload
     raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-    received_at = datetime.fromisoformat(message.received_at)
-    result = router.decode(_topic(profile, message), raw, received_at)
+    result = router.decode(_topic(profile, message), raw, message.received_at)
     expected = message.rejected
     if isinstance(result, Rejected):
         if expected is None:

@@ -115,7 +115,7 @@ class Mapper:
         return attrgetter(".".join(attrs))
 
     def _counter(self, source: Source, name: str) -> Callable[[Any, datetime], int]:
-        if getattr(source, "derive", None) == "time":
+        if getattr(source, "derive", None) == "time":  # `seq` only (the spec checks)
             return lambda _root, ts: int(ts.timestamp() * 1000)
         if source.path is None:
             value = int(source.value)

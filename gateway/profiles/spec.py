@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -82,8 +84,9 @@ class Source(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> Source:
-        if (self.path is None) == (self.value is None):
-            raise ValueError("give exactly one of: path, value")
+        names = [n for n in ("path", "value", "derive") if n in type(self).model_fields]
+        if sum(getattr(self, n) is not None for n in names) != 1:
+            raise ValueError(f"give exactly one of: {', '.join(names)}")
         if self.value is not None and (self.map is not None or self.scale is not None):
             raise ValueError("a constant value takes no map or scale")
         if self.map is not None and self.scale is not None:
@@ -97,13 +100,6 @@ class Counter(Source):
     """`seq` or `boot`; `seq` may be `{derive: time}`: the device time in milliseconds."""
 
     derive: Literal["time"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _derived(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("derive") is not None:
-            return {**data, "value": 0}  # satisfies "one source"; the mapper derives it
-        return data
 
 
 class TimeSpec(_Model):
@@ -150,7 +146,12 @@ class Faults(_Model):
     codes: dict[int | str, Annotated[str, BeforeValidator(_code)]]
 
 
-class Expected(_Model):
+class CaseMessage(_Model):
+    """A payload, and the frames expected of it (the fields named) or its rejection."""
+
+    topic: str | None = None  # default: the profile's topic, with the payload's id
+    payload: Any
+    received_at: AwareDatetime = datetime(2026, 11, 27, 1, 15, 5, tzinfo=UTC)  # the cases' day
     rejected: dict[str, str] | None = None  # {reason, path}: the path must be in the detail
     frames: tuple[dict[str, Any], ...] = ()
 
@@ -163,12 +164,6 @@ class Expected(_Model):
             if rejected["reason"] not in REASONS:
                 raise ValueError(f"unknown reason {rejected['reason']!r}")
         return rejected
-
-
-class CaseMessage(Expected):
-    topic: str | None = None  # default: the profile's topic, with the payload's id
-    payload: Any
-    received_at: str = "2026-11-27T01:15:05Z"  # near the cases' device times
 
 
 class Case(_Model):
@@ -243,7 +238,7 @@ class Profile(_Model):
         assert self.elevator_id is not None and self.seq is not None
         if self.elevator_id.path is None or self.elevator_id.map or self.elevator_id.scale:
             raise ValueError("elevator_id: a plain path (it must equal the topic's id)")
-        if self.seq.derive is None and self.seq.path is None:
+        if self.seq.value is not None:
             raise ValueError("seq: a path, or {derive: time}")
         return self
 
