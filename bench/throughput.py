@@ -21,8 +21,9 @@ cores that cost lands on the gateway's figure. `--cold-store` skips the warm-up.
     python bench/throughput.py --cold-store
 
 `--profile NAME` also queues the same frames in a device profile's format (e.g.
-lift-numeric, written by the simulator's encoder) for a gateway session of their own, and
-reports that gateway's rate against the native frames' in the same run.
+lift-numeric, written by the simulator's encoder) for a gateway session of their own, drains
+them between two native runs, and reports their rate and the gateway's CPU per frame against
+the native runs' mean.
 """
 
 from __future__ import annotations
@@ -225,11 +226,12 @@ _WHEN = ("before", "after")  # each baseline drains once before the gateways, on
 
 
 def _gateway(
-    work: Path, broker_url: str, vm_url: str, client: str, frames: int, profile: str = ""
-) -> float:
-    """The gateway on `client` draining its queue (of `profile` frames, if given); frames/s
-    from the first frame processed to the last point acknowledged by VictoriaMetrics."""
-    name = "-".join(filter(None, (client, profile)))
+    work: Path, broker_url: str, vm_url: str, client: str, frames: int, label: str = ""
+) -> tuple[float, float]:
+    """The gateway on `client` draining the queue of session `label`: frames/s from the first
+    frame processed to the last point acknowledged by VictoriaMetrics, and this process's CPU
+    µs per frame meanwhile (pipeline, writer; libmosquitto's receiver is a process apart)."""
+    name = "-".join(filter(None, (client, label)))
     settings = load_settings(
         mqtt_url=broker_url,
         mqtt_client=client,
@@ -243,20 +245,21 @@ def _gateway(
     written = metrics.TSDB_POINTS._value
     before = written.get()
     with Gateway(settings) as gw:
-        start = None
+        start, cpu = None, time.process_time()
         deadline = time.perf_counter() + 600
         while written.get() - before < frames and time.perf_counter() < deadline:
             if start is None and gw.pipeline.pending:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
             time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
         elapsed = time.perf_counter() - (start or deadline)
         stored = written.get() - before
+        cpu_us = (time.process_time() - cpu) * 1e6 / max(1, stored)
         sink = gw.writer._sink
     rate = stored / elapsed
     print(
-        f"gateway on {client}{f', {profile} frames' if profile else ''} "
+        f"gateway on {client}{f' ({label})' if label else ''} "
         "(decode, dedup, rules, write to VictoriaMetrics, ack): "
-        f"{rate:,.0f} frames/s ({stored:,.0f} points)"
+        f"{rate:,.0f} frames/s ({stored:,.0f} points), {cpu_us:.0f} µs CPU per frame"
     )
     requests = getattr(sink, "requests", 0)
     if requests:
@@ -264,7 +267,7 @@ def _gateway(
             f"  write efficiency: {stored / requests:,.0f} points/request, "
             f"{sink.bytes_sent / stored:.0f} bytes/point"
         )
-    return rate
+    return rate, cpu_us
 
 
 def main() -> None:
@@ -292,6 +295,7 @@ def main() -> None:
     try:
         sessions = [f"bench-baseline-{b}-{when}" for b in BASELINES for when in _WHEN]
         sessions += [f"bench-gateway-{c}" for c in clients]
+        sessions += [f"bench-gateway-{c}-native-again" for c in clients if args.profile]
         for cid in sessions:
             _create_session(broker.port, cid)
         if args.profile:
@@ -316,10 +320,16 @@ def main() -> None:
                 print(f"baseline {when}: bare {name} subscriber, count only: {rate:,.0f} frames/s")
 
         drain_baselines("before")
-        rates = {c: _gateway(work, broker.url, vm.url, c, args.frames) for c in clients}
+        runs_gw = {c: _gateway(work, broker.url, vm.url, c, args.frames) for c in clients}
+        rates = {c: rate for c, (rate, _cpu) in runs_gw.items()}
         for c in clients if args.profile else ():
-            rate = _gateway(work, broker.url, vm.url, c, args.frames, args.profile)
-            print(f"ratio {args.profile} / native frames, gateway on {c}: {rate / rates[c]:.2f}")
+            rate, cpu = _gateway(work, broker.url, vm.url, c, args.frames, args.profile)
+            again = _gateway(work, broker.url, vm.url, c, args.frames, "native-again")
+            native = [(a + b) / 2 for a, b in zip(runs_gw[c], again, strict=True)]
+            print(
+                f"ratio {args.profile} / native frames (mean of the runs before and after), "
+                f"gateway on {c}: rate {rate / native[0]:.2f}, CPU per frame {cpu / native[1]:.2f}"
+            )
         drain_baselines("after")
         for client, rate in rates.items():
             for name, (before, after) in runs.items():

@@ -9,13 +9,12 @@ frames then take the same path as native ones: dedup, rules, incidents, storage,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from gateway.frames import ELEVATOR_ID_RE, MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
+from gateway.frames import MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
 from gateway.profiles.faults import FaultSets
 from gateway.profiles.mapping import CompileError, MappedFrame, Mapper
 from gateway.profiles.spec import (
@@ -55,22 +54,24 @@ class Profiles:
         # The topic filters to subscribe to besides the contract's.
         self.subscriptions = tuple(t for m in self._mappers for t in subscription(m.profile))
         self.faults = FaultSets(faults_file)
+        # The pipeline asks `elevator_of`, then `decode`, of one topic: routed once.
+        self._routed: tuple[str, tuple[Mapper, str] | None] = ("", None)
 
     @classmethod
     def load(cls, extra_dir: Path | None = None, faults_file: Path | None = None) -> Profiles:
         return cls(load_profiles(*([extra_dir] if extra_dir else [])), faults_file)
 
     def _route(self, topic: str) -> tuple[Mapper, str] | None:
-        levels = topic.split("/")
+        if topic is self._routed[0]:
+            return self._routed[1]
+        route = None
         for m in self._mappers:
-            pattern = m.topic_levels
-            if len(levels) == len(pattern) and all(
-                a == b for i, (a, b) in enumerate(zip(levels, pattern, strict=True))
-                if i != m.id_level
-            ):  # fmt: skip
-                eid = levels[m.id_level]
-                return (m, sys.intern(eid)) if ELEVATOR_ID_RE.fullmatch(eid) else None
-        return None
+            eid = m.elevator_of(topic)
+            if eid is not None:
+                route = (m, eid)
+                break
+        self._routed = (topic, route)
+        return route
 
     def elevator_of(self, topic: str) -> str | None:
         """The elevator a topic names, whichever profile claims it."""

@@ -40,8 +40,13 @@ from gateway.rules.spec import _Loader
 
 DEFAULT_PROFILES_DIR: Final = Path(device_profiles.__file__).resolve().parent
 TIME_FORMATS: Final = ("rfc3339", "epoch_s", "epoch_ms")  # besides strptime formats
-STATUS_FIELDS: Final = tuple(f for f in StatusBody.__struct_fields__ if f not in {
-    "v", "elevator_id", "seq", "boot", "ts"})  # fmt: skip
+# The common fields, then the status's own: those a profile must give (required, in order).
+COMMON_FIELDS: Final = ("v", "elevator_id", "seq", "boot", "ts")
+_REQUIRED: Final = StatusBody.__struct_fields__[
+    : len(StatusBody.__struct_fields__) - len(StatusBody.__struct_defaults__)
+]
+assert _REQUIRED[: len(COMMON_FIELDS)] == COMMON_FIELDS
+STATUS_FIELDS: Final = _REQUIRED[len(COMMON_FIELDS) :]
 _PATH_RE: Final = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 _TOPIC_LEVEL_RE: Final = re.compile(r"[^+#{}/\s]+")
 ID_PLACEHOLDER: Final = "{elevator_id}"
