@@ -19,6 +19,11 @@ cores that cost lands on the gateway's figure. `--cold-store` skips the warm-up.
     python bench/throughput.py --frames 100000 --elevators 10000
     python bench/throughput.py --clients libmosquitto,paho
     python bench/throughput.py --cold-store
+
+`--profile NAME` also queues the same frames in a device profile's format (e.g.
+lift-numeric, written by the simulator's encoder) for a gateway session of their own, drains
+them between two native runs, and reports their rate and the gateway's CPU per frame against
+the native runs' mean.
 """
 
 from __future__ import annotations
@@ -43,8 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway import logs, metrics
 from gateway.app import Gateway
 from gateway.frames import Frame, decode
+from gateway.ingest import SUBSCRIPTIONS
+from gateway.profiles import load_profiles
+from gateway.profiles.spec import subscription
 from gateway.settings import load_settings
 from gateway.tsdb import InfluxSink, to_point
+from simulators.device import Emitted
+from simulators.profiled import ProfileSpeaker
 from tests.services import free_port, make_broker, make_vm
 
 
@@ -75,8 +85,14 @@ def _frame(eid: str, seq: int, ts: str) -> bytes:
     ).encode()
 
 
-def _publish_share(port: int, worker: int, workers: int, frames: int, elevators: int) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{worker}")
+def _publish_share(
+    port: int, worker: int, workers: int, frames: int, elevators: int, profile: str | None
+) -> None:
+    speakers: dict[str, ProfileSpeaker] = {}
+    if profile is not None:
+        [spec] = [p for p in load_profiles() if p.name == profile]
+    client_id = f"bench-load-{profile or 'native'}-{worker}"
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -84,7 +100,12 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
     last = None
     for n in range(worker, frames, workers):
         eid = f"B{n % elevators:06d}"
-        last = client.publish(f"elevators/{eid}/status", _frame(eid, n // elevators, ts), qos=1)
+        topic, payload = f"elevators/{eid}/status", _frame(eid, n // elevators, ts)
+        if profile is not None:
+            speaker = speakers.setdefault(eid, ProfileSpeaker(spec, eid))
+            [message] = speaker.messages([Emitted("status", eid, json.loads(payload))])
+            topic, payload = message.topic, message.payload
+        last = client.publish(topic, payload, qos=1)
         while len(client._out_messages) > 5000:  # keep memory bounded while the broker catches up
             time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
     if last is not None:
@@ -93,11 +114,14 @@ def _publish_share(port: int, worker: int, workers: int, frames: int, elevators:
     client.loop_stop()
 
 
-def queue_frames(port: int, frames: int, elevators: int, publishers: int) -> None:
-    """Publish `frames` status frames of `elevators` cars from `publishers` processes."""
+def queue_frames(
+    port: int, frames: int, elevators: int, publishers: int, profile: str | None = None
+) -> None:
+    """Publish `frames` status frames of `elevators` cars from `publishers` processes (in a
+    device profile's format, if given)."""
     procs = [
         multiprocessing.Process(
-            target=_publish_share, args=(port, w, publishers, frames, elevators)
+            target=_publish_share, args=(port, w, publishers, frames, elevators, profile)
         )
         for w in range(publishers)
     ]
@@ -121,14 +145,12 @@ def _session(port: int, client_id: str, manual_ack: bool) -> paho.Client:
     return client
 
 
-def _create_session(port: int, client_id: str) -> None:
+def _create_session(port: int, client_id: str, topics: tuple[str, ...] = SUBSCRIPTIONS) -> None:
     client = _session(port, client_id, manual_ack=False)
     done = threading.Event()
     client.on_subscribe = lambda *_a: done.set()
     client.loop_start()
-    client.subscribe(
-        [(t, 1) for t in ("elevators/+/status", "elevators/+/event", "elevators/+/online")]
-    )
+    client.subscribe([(t, 1) for t in topics])
     done.wait(10)
     client.disconnect()
     client.loop_stop()
@@ -203,35 +225,41 @@ BASELINES = {"paho": _baseline_paho, "libmosquitto": _baseline_libmosquitto}
 _WHEN = ("before", "after")  # each baseline drains once before the gateways, once after
 
 
-def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int) -> float:
-    """The gateway on `client` draining its queue; frames/s from the first frame processed
-    to the last point acknowledged by VictoriaMetrics."""
+def _gateway(
+    work: Path, broker_url: str, vm_url: str, client: str, frames: int, label: str = ""
+) -> tuple[float, float]:
+    """The gateway on `client` draining the queue of session `label`: frames/s from the first
+    frame processed to the last point acknowledged by VictoriaMetrics, and this process's CPU
+    µs per frame meanwhile (pipeline, writer; libmosquitto's receiver is a process apart)."""
+    name = "-".join(filter(None, (client, label)))
     settings = load_settings(
         mqtt_url=broker_url,
         mqtt_client=client,
-        mqtt_client_id=f"bench-gateway-{client}",
+        mqtt_client_id=f"bench-gateway-{name}",
         tsdb_url=vm_url,
-        store_url=f"sqlite:///{work / f'gw-{client}.db'}",
-        spool_dir=work / f"spool-{client}",
+        store_url=f"sqlite:///{work / f'gw-{name}.db'}",
+        spool_dir=work / f"spool-{name}",
         http_port=free_port(),
         log_level="warning",
     )
     written = metrics.TSDB_POINTS._value
     before = written.get()
     with Gateway(settings) as gw:
-        start = None
+        start, cpu = None, time.process_time()
         deadline = time.perf_counter() + 600
         while written.get() - before < frames and time.perf_counter() < deadline:
             if start is None and gw.pipeline.pending:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
             time.sleep(0.02)  # coarse: this loop must not take the GIL from the gateway
         elapsed = time.perf_counter() - (start or deadline)
         stored = written.get() - before
+        cpu_us = (time.process_time() - cpu) * 1e6 / max(1, stored)
         sink = gw.writer._sink
     rate = stored / elapsed
     print(
-        f"gateway on {client} (decode, dedup, rules, write to VictoriaMetrics, ack): "
-        f"{rate:,.0f} frames/s ({stored:,.0f} points)"
+        f"gateway on {client}{f' ({label})' if label else ''} "
+        "(decode, dedup, rules, write to VictoriaMetrics, ack): "
+        f"{rate:,.0f} frames/s ({stored:,.0f} points), {cpu_us:.0f} µs CPU per frame"
     )
     requests = getattr(sink, "requests", 0)
     if requests:
@@ -239,7 +267,7 @@ def _gateway(work: Path, broker_url: str, vm_url: str, client: str, frames: int)
             f"  write efficiency: {stored / requests:,.0f} points/request, "
             f"{sink.bytes_sent / stored:.0f} bytes/point"
         )
-    return rate
+    return rate, cpu_us
 
 
 def main() -> None:
@@ -255,6 +283,7 @@ def main() -> None:
         action="store_true",
         help="skip the warm-up: every series is new to the store during the measured run",
     )
+    parser.add_argument("--profile", help="also the same frames in this device profile")
     args = parser.parse_args()
     clients = args.clients.split(",")
 
@@ -266,8 +295,14 @@ def main() -> None:
     try:
         sessions = [f"bench-baseline-{b}-{when}" for b in BASELINES for when in _WHEN]
         sessions += [f"bench-gateway-{c}" for c in clients]
+        sessions += [f"bench-gateway-{c}-native-again" for c in clients if args.profile]
         for cid in sessions:
             _create_session(broker.port, cid)
+        if args.profile:
+            [spec] = [p for p in load_profiles() if p.name == args.profile]
+            for c in clients:
+                _create_session(broker.port, f"bench-gateway-{c}-{spec.name}", subscription(spec))
+            queue_frames(broker.port, args.frames, args.elevators, args.publishers, spec.name)
         t0 = time.perf_counter()
         queue_frames(broker.port, args.frames, args.elevators, args.publishers)
         took = time.perf_counter() - t0
@@ -285,7 +320,16 @@ def main() -> None:
                 print(f"baseline {when}: bare {name} subscriber, count only: {rate:,.0f} frames/s")
 
         drain_baselines("before")
-        rates = {c: _gateway(work, broker.url, vm.url, c, args.frames) for c in clients}
+        runs_gw = {c: _gateway(work, broker.url, vm.url, c, args.frames) for c in clients}
+        rates = {c: rate for c, (rate, _cpu) in runs_gw.items()}
+        for c in clients if args.profile else ():
+            rate, cpu = _gateway(work, broker.url, vm.url, c, args.frames, args.profile)
+            again = _gateway(work, broker.url, vm.url, c, args.frames, "native-again")
+            native = [(a + b) / 2 for a, b in zip(runs_gw[c], again, strict=True)]
+            print(
+                f"ratio {args.profile} / native frames (mean of the runs before and after), "
+                f"gateway on {c}: rate {rate / native[0]:.2f}, CPU per frame {cpu / native[1]:.2f}"
+            )
         drain_baselines("after")
         for client, rate in rates.items():
             for name, (before, after) in runs.items():

@@ -34,13 +34,15 @@ from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
-from gateway.frames import Frame, elevator_of
+from gateway.frames import Frame
 from gateway.incidents.runner import Forget, IncidentRunner, Work
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
 from gateway.ingest import AckToken, Publisher, RawMessage, TlsFiles, open_session
 from gateway.notify import Notifier, WebhookPolicy, endpoint_names
 from gateway.pipeline import Pipeline
+from gateway.profiles import Profiles
+from gateway.profiles.faults import Active
 from gateway.ratelimit import RateLimiter
 from gateway.registry import RegistryCache
 from gateway.rules import Alert, RuleEngine, RuleError, load_rules
@@ -75,6 +77,7 @@ class Gateway:
         # (`_hand_over`): bounded, so a store that cannot keep up at all holds the worker.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
         self._waiting: tuple[list[Point], list[AckToken]] = ([], [])
+        self._waiting_faults: dict[str, Active] | None = None
         # The `incident` series: points of incident changes (any thread, under the incident
         # lock: an append, never a write) that go out with the next batch.
         self._incident_points: collections.deque[Point] = collections.deque()
@@ -102,6 +105,7 @@ class Gateway:
     def start(self) -> Self:
         s = self.settings
         rules = load_rules(s.rules_dir)  # first: a bad rule file must stop us before anything opens
+        self.profiles = Profiles.load(s.profiles_dir, s.spool_dir / "profile_faults.json")
         self.store = open_store(s.store_url)
         sink: Sink = (
             InfluxSink(s.tsdb_url, s.tsdb_token, s.tsdb_org, s.tsdb_bucket, s.tsdb_timeout_s)
@@ -163,6 +167,7 @@ class Gateway:
             tags_for=self.registry.tags_for,
             max_payload_bytes=s.max_payload_bytes,
             limiter=RateLimiter(s.rate_limit_per_s, s.rate_limit_burst),
+            profiles=self.profiles,
         )
         self.session = open_session(
             s.mqtt_client,
@@ -177,6 +182,7 @@ class Gateway:
             keepalive_s=s.mqtt_keepalive_s,
             tls=tls,
             log_level=s.log_level,
+            extra_topics=self.profiles.subscriptions,
         )
         self.publisher.start()
         self.notifier.start()
@@ -262,7 +268,7 @@ class Gateway:
         costing no pipeline work."""
         if self.partition is None:
             return True
-        elevator_id = elevator_of(raw.topic)
+        elevator_id = self.profiles.elevator_of(raw.topic)
         if elevator_id is None:
             return True
         if self.partition.take_or_hold(elevator_id, raw):
@@ -444,6 +450,9 @@ class Gateway:
             points.append(self._incident_points.popleft())
         self._waiting[0].extend(points)
         self._waiting[1].extend(acks)
+        # The profiles' fault sets as of this cut, saved once its batch is durable; batches
+        # that wait together need only the newest.
+        self._waiting_faults = self.profiles.faults.take_snapshot() or self._waiting_faults
         self._hand_over()
 
     def _hand_over(self, every: bool = False) -> None:
@@ -453,7 +462,7 @@ class Gateway:
         writes, so one that answers slowly still keeps up. Past `_MAX_WAITING_MESSAGES`, or
         with `every`, the worker waits for the writer (its clocks still ticking)."""
         while self._flushed is not None:  # (a tick below may cut and hand over itself)
-            batch = (*self._waiting, self._flushed)
+            batch = (*self._waiting, self._waiting_faults, self._flushed)
             block = every or len(self._waiting[1]) > _MAX_WAITING_MESSAGES
             try:
                 if block:
@@ -465,15 +474,17 @@ class Gateway:
                     return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
                 continue
-            self._waiting, self._flushed = ([], []), None
+            self._waiting, self._waiting_faults, self._flushed = ([], []), None, None
 
     def _write_batches(self) -> None:
         """The writer thread: each batch durable (store or spool), then acknowledged."""
         while (batch := self._batches.get()) is not _STOP:
-            points, acks, flushed = batch  # type: ignore[misc]
+            points, acks, fault_sets, flushed = batch  # type: ignore[misc]
             while True:
                 try:
                     self.writer.write(points)
+                    if fault_sets is not None:
+                        self.profiles.faults.save(fault_sets)
                     break
                 except Exception:
                     # Neither the store nor the spool took the batch (e.g. disk full): hold

@@ -12,6 +12,8 @@ import structlog
 import typer
 
 from gateway import logs
+from gateway.profiles import ProfileError
+from gateway.profiles.cli import app as profiles_app
 from gateway.report_cli import report
 from gateway.rules import RuleError
 from gateway.rules.cli import app as rules_app
@@ -57,6 +59,9 @@ def run(config: ConfigOption = None) -> None:
         gateway = Gateway(settings).start()
     except RuleError as exc:
         typer.echo(f"error: rule files refused:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    except ProfileError as exc:
+        typer.echo(f"error: device profiles refused:\n{exc}", err=True)
         raise typer.Exit(2) from None
     signal.signal(signal.SIGHUP, lambda *_: _reload(gateway, config))
     try:
@@ -118,6 +123,7 @@ def demo(
 
 
 app.add_typer(rules_app, name="rules")
+app.add_typer(profiles_app, name="profiles")
 
 app.command("report")(report)
 

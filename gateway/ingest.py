@@ -130,20 +130,23 @@ def open_session(
     keepalive_s: int,
     tls: TlsFiles,
     log_level: str = "info",
+    extra_topics: Sequence[str] = (),
 ) -> Session:
-    """The ingest session on `client` ("libmosquitto" or "paho"), not yet started."""
+    """The ingest session on `client` ("libmosquitto" or "paho"), not yet started;
+    `extra_topics`: filters to subscribe to besides the contract's (device profiles')."""
     if client == "paho":
         return MqttSession(
             url, client_id, clock,
             topic_prefix=topic_prefix, receive_window=receive_window,
             session_expiry_s=session_expiry_s, keepalive_s=keepalive_s, tls=tls,
+            extra_topics=extra_topics,
         )  # fmt: skip
     from gateway.ingest_libmosquitto import LibmosquittoSession, ReceiverConfig
 
     config = ReceiverConfig(
         url, client_id, journal_dir, topic_prefix, session_expiry_s, keepalive_s, tls,
         journal_fsync_interval_s, backlog=receive_window, log_level=log_level,
-        parent_pid=os.getpid(),
+        parent_pid=os.getpid(), extra_topics=tuple(extra_topics),
     )  # fmt: skip
     return LibmosquittoSession(config, clock)
 
@@ -190,13 +193,14 @@ class MqttSession:
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
         tls: TlsFiles = TlsFiles(),
+        extra_topics: Sequence[str] = (),
     ) -> None:
         self._address = BrokerAddress.parse(url)
         self._client_id = client_id
         self._clock = clock
         # Unbounded here, bounded by the broker: at most `receive_window` unacknowledged.
         self._inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
-        self._topics = [(topic_prefix + t, 1) for t in SUBSCRIPTIONS]
+        self._topics = [(topic_prefix + t, 1) for t in (*SUBSCRIPTIONS, *extra_topics)]
         self._keepalive = keepalive_s
         self._connected = threading.Event()
         self._props = Properties(PacketTypes.CONNECT)

@@ -80,6 +80,7 @@ class ReceiverConfig:
     backlog: int  # journaled messages the gateway has not read yet, at most
     log_level: str
     parent_pid: int
+    extra_topics: tuple[str, ...] = ()  # device profiles' topics
 
 
 # The raw callbacks, not pymosquitto's wrappers: those build a dataclass per message and
@@ -250,7 +251,7 @@ class _Receiver:
         self._config = config
         self._address = BrokerAddress.parse(config.url)
         self._client_id = config.client_id
-        self._topics = [config.topic_prefix + t for t in SUBSCRIPTIONS]
+        self._topics = [config.topic_prefix + t for t in (*SUBSCRIPTIONS, *config.extra_topics)]
         self._connected = connected
         self._read = read
         self._journal = JournalWriter(config.journal_dir, fsync_interval_s=config.fsync_interval_s)

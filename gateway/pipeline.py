@@ -16,8 +16,9 @@ import structlog
 from gateway import metrics
 from gateway.deadletter import DeadLetter, TagsFor
 from gateway.dedup import Dedup
-from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode
+from gateway.frames import KINDS, MAX_PAYLOAD_BYTES, Frame, Rejected, decode, elevator_of
 from gateway.ingest import AckToken, RawMessage
+from gateway.profiles import Profiles
 from gateway.ratelimit import RateLimiter
 from gateway.spool import Point
 from gateway.tsdb import DurableWriter, to_point
@@ -38,6 +39,7 @@ class Pipeline:
         tags_for: TagsFor = lambda _eid: "",
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         limiter: RateLimiter | None = None,
+        profiles: Profiles | None = None,
     ) -> None:
         self._writer = writer
         self._deadletter = deadletter
@@ -47,6 +49,11 @@ class Pipeline:
         # `is None`, not `or`: a limiter with no buckets yet has len() 0 and is falsy.
         self._limiter = RateLimiter(rate=20.0, burst=600.0) if limiter is None else limiter
         self._dedup = Dedup()
+        # Device profiles: other payload formats mapped onto frames, and the events their
+        # fault sets imply (gateway/profiles). Without them, the contract alone.
+        self._elevator_of = profiles.elevator_of if profiles else elevator_of
+        self._decode = profiles.decode if profiles else decode
+        self._derive = profiles.derive if profiles else lambda _frame: ()
         self._skewed: set[str] = set()
         # Frames refused per elevator since start (only babbling devices appear), for health.
         self.rate_limited: dict[str, int] = {}
@@ -80,7 +87,10 @@ class Pipeline:
 
     def process(self, raw: RawMessage) -> None:
         self._acks.append(raw.ack)
-        result = decode(raw.topic, raw.payload, raw.received_at, self._max_payload)
+        elevator_id = self._elevator_of(raw.topic)  # None: decode rejects the topic
+        result = self._decode(
+            raw.topic, raw.payload, raw.received_at, self._max_payload, elevator_id
+        )
         if isinstance(result, Rejected):
             self._deadletter.add(result)
             return
@@ -90,14 +100,20 @@ class Pipeline:
         if not self._is_new(result):
             return
         self._accepted[result.kind] += 1
+        self._consume(result)
+        for derived in self._derive(result):  # a profile's fault events, after their frame
+            self._accepted[derived.kind] += 1
+            self._consume(derived)
+
+    def _consume(self, frame: Frame) -> None:
         for consume in self._consumers:
             try:
-                consume(result)
+                consume(frame)
             except Exception:
                 # A bug in detection must not stop ingestion: the frame is still stored.
                 metrics.CONSUMER_ERRORS.inc()
-                log.exception("consumer_failed", elevator_id=result.elevator_id, kind=result.kind)
-        self._points.append(to_point(result, self._tags_for(result.elevator_id)))
+                log.exception("consumer_failed", elevator_id=frame.elevator_id, kind=frame.kind)
+        self._points.append(to_point(frame, self._tags_for(frame.elevator_id)))
 
     def take(self) -> tuple[list[Point], list[AckToken]]:
         """Everything processed so far: the points to write, and the acknowledgements due

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     telemetry_retention_days: float = Field(30.0, gt=0)
     deadletter_keep: int = Field(10_000, ge=1)
     max_payload_bytes: int = Field(64 * 1024, ge=1)
+    # Device profiles besides the packaged ones (device_profiles/), *.yaml.
+    profiles_dir: Path | None = None
     log_level: str = "info"
     timezone: str = "Asia/Shanghai"  # IANA zone of report periods and monthly buckets
     # Where the public reaches this gateway's pages; the safety tags' QR codes point here.

@@ -139,6 +139,8 @@ def to_point(frame: Frame, extra_tags: str = "") -> Point:
             f"elevator_event,elevator_id={eid}{extra_tags},code={body.code},state={body.state} "
             f"seq={body.seq}i,detail={detail},rx_lag_ms={lag!r}{_extra(frame)} {ts_ns}"
         )
+        if not frame.payload:  # made up (a profile's fault set): may share its frame's seq
+            return Point("elevator_event", eid, ts_ns, line)
         return Point("elevator_event", eid, ts_ns, line, body.boot, body.seq)
     ts_ns = _ns(frame.received_at)
     line = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 from collections import Counter
@@ -15,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.clock import Clock, RealClock, ScaledClock
+from gateway.profiles import Profile, ProfileError, load_profiles
 from simulators.crew import ApiReporter
 from simulators.fleet import Fleet
 from simulators.labels import LabelWriter
@@ -92,6 +94,16 @@ def run(
     api_token: Annotated[
         str | None, typer.Option(envvar="ELEVATOR_SIM_API_TOKEN", help="Dispatcher bearer token.")
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Device profile the cars speak (e.g. lift-numeric; packaged or in "
+            "GATEWAY_PROFILES_DIR); native: the contract."
+        ),
+    ] = "native",
+    profile_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of the cars that speak --profile.")
+    ] = 1.0,
 ) -> None:
     """Run a fleet of simulated elevators publishing to an MQTT broker.
 
@@ -119,7 +131,9 @@ def run(
     reporter = ApiReporter(api_url, api_token or "", clock) if api_url else None
     publisher = MqttPublisher(mqtt_url, connections=connections, per_car=per_car)
     writer = LabelWriter(labels) if labels else None
-    fleet = Fleet(sc, clock, publisher, labels=writer, reporter=reporter)
+    speaks = _profile(profile)
+    fleet = Fleet(sc, clock, publisher, labels=writer, reporter=reporter, profile=speaks,
+                  profile_share=profile_share)  # fmt: skip
     try:
         fleet.start(duration if duration is not None else sc.duration_s)
     except ConnectionError as exc:
@@ -138,6 +152,18 @@ def run(
     finally:
         fleet.stop()
     console.print(_progress(fleet, speed))
+
+
+def _profile(name: str) -> Profile | None:
+    extra = os.environ.get("GATEWAY_PROFILES_DIR")
+    try:
+        profiles = {p.name: p for p in load_profiles(*([Path(extra)] if extra else []))}
+    except ProfileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from None
+    if name not in profiles:
+        raise typer.BadParameter(f"unknown profile {name!r}: {sorted(profiles)}", "--profile")
+    chosen = profiles[name]
+    return None if chosen.contract else chosen
 
 
 def _progress(fleet: Fleet, speed: float) -> Table:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from gateway.clock import Clock
+from gateway.profiles import Profile
 from simulators.car import Car, Pir
 from simulators.crew import ApiReporter, CrewService
 from simulators.device import Device
@@ -29,6 +30,7 @@ from simulators.faults import Fault, FaultInjector
 from simulators.labels import Label, LabelWriter
 from simulators.misbehave import Message, Misbehaviour, to_message
 from simulators.mqtt import Publisher
+from simulators.profiled import ProfileSpeaker
 from simulators.scenario import Group, Scenario
 from simulators.traffic import arrivals
 
@@ -82,6 +84,10 @@ class _Unit:
         self.crew = CrewService(
             self.device, rng("crew"), s.crew, company, fleet.reporter, fleet._label
         )
+        # A stream of its own: which cars speak the profile changes nothing else.
+        profile = fleet.profile
+        speaks = profile is not None and rng("profile").random() < fleet.profile_share
+        self.speaker = ProfileSpeaker(profile, elevator_id) if speaks and profile else None
         misbehaves = setup.random() < s.misbehave.devices
         self.misbehaviour = (
             Misbehaviour(elevator_id, s.misbehave, rng("misbehave"), neighbour)
@@ -101,6 +107,8 @@ class _Unit:
         self.crew.step(now, car_free=idle and not car.moving and car.door == "closed")
         self.device.advance(until)
         frames = self.device.take()
+        if self.speaker is not None:  # a terminal of another format: it sends what it sends
+            return self.speaker.messages(frames)
         if self.misbehaviour is not None:
             return self.misbehaviour.apply(frames, until)
         return [to_message(f) for f in frames]
@@ -114,8 +122,12 @@ class Fleet:
         publisher: Publisher,
         labels: LabelWriter | None = None,
         reporter: ApiReporter | None = None,
+        profile: Profile | None = None,
+        profile_share: float = 1.0,
     ) -> None:
         self.scenario = scenario
+        self.profile = profile  # a device profile that `profile_share` of the cars speak
+        self.profile_share = profile_share
         self.clock = clock
         self.publisher = publisher
         self.labels = labels

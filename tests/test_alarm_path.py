@@ -99,9 +99,11 @@ def test_a_paused_database_delays_the_alert_by_the_pause_and_loses_nothing(
             assert gw.session.wait_connected(10)
             device.publish(f"elevators/{eid}/status", status_frame(eid, 0, **TRAPPED))
             wait_for(lambda: gw.incidents.last_frame(eid))
-            due_at = clock.advance(21) - timedelta(seconds=1)
             with paused_backends(db.name) as paused:
                 assert paused
+                # The hold completes once the database is paused, not before (a tick would
+                # store the incident meanwhile).
+                due_at = clock.advance(21) - timedelta(seconds=1)
                 time.sleep(3)
                 assert _alerts(alerts, eid) == []  # the incident is not stored: no alert yet
             [alert] = wait_for(lambda: _alerts(alerts, eid), timeout=10)

@@ -1,0 +1,1 @@
+"""The packaged device profiles (`*.yaml`): payload formats mapped onto the wire contract."""
