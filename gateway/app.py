@@ -452,7 +452,9 @@ class Gateway:
         self._waiting[1].extend(acks)
         # The profiles' fault sets as of this cut, saved once its batch is durable; batches
         # that wait together need only the newest.
-        self._waiting_faults = self.profiles.faults.take_snapshot() or self._waiting_faults
+        snapshot = self.profiles.faults.take_snapshot()
+        if snapshot is not None:  # (an empty one, every fault cleared, replaces an older one)
+            self._waiting_faults = snapshot
         self._hand_over()
 
     def _hand_over(self, every: bool = False) -> None:
