@@ -29,7 +29,9 @@ window), a SQLite store and the packaged rules with their real holds (20 s, 30 s
 
 Under faults (issue 21), `--fault` starts the load phase with one of: `webhooks` (three
 alert webhook endpoints that accept connections and never answer, 60 s webhook timeout),
-`store` (the time-series store behind a proxy that holds every request 5 s), `database`
+`store` (the time-series store behind a proxy that holds every request 5 s; the proxy runs
+in a process of its own, as a store elsewhere would, so forwarding the writes never takes
+the GIL from this process's publisher and subscriber, whose clocks measure), `database`
 (a PostgreSQL store whose gateway backends are stopped with SIGSTOP for --pause seconds
 halfway through the run, on the machine's shared server), `restart` (a PostgreSQL server of
 the benchmark's own, restarted once halfway through: connections cut, refused until it is
@@ -327,7 +329,7 @@ def main() -> int:
     broker.start()
     vm.start()
     # The faults' parts; the store's proxy passes requests on untouched until the load phase.
-    proxy = StallingProxy(vm.port) if args.fault == "store" else None
+    proxy = _ProxyProcess(vm.port) if args.fault == "store" else None
     hanging = [StallingProxy(0, hanging=True) for _ in range(3 if args.fault == "webhooks" else 0)]
     db = make_pg_database() if args.fault == "database" else None
     server = PrivatePostgres() if args.fault == "restart" else None
@@ -409,7 +411,7 @@ def main() -> int:
             p.start()
         time.sleep(max(0.0, t0 - time.time()))
         if proxy is not None:
-            proxy.delay_s = 5.0
+            proxy.delay_s.value = 5.0
         at = t0 + args.duration / 2
         if db is not None:
             threading.Thread(target=_pause_database, args=(db.name, at, args.pause, outage)).start()
@@ -532,6 +534,34 @@ def main() -> int:
 
 
 _FAULTS = ("none", "webhooks", "store", "database", "restart")
+
+
+class _ProxyProcess:
+    """A `StallingProxy` in front of `target_port`, run in a process of its own; its delay
+    is the shared `delay_s`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.delay_s = multiprocessing.Value("d", 0.0)
+        port = multiprocessing.Value("i", 0)
+        self._process = multiprocessing.Process(
+            target=_run_proxy, args=(target_port, port, self.delay_s), daemon=True
+        )
+        self._process.start()
+        while not port.value:
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port.value}"
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.join()
+
+
+def _run_proxy(target_port: int, port: Any, delay_s: Any) -> None:
+    proxy = StallingProxy(target_port)
+    port.value = proxy.port
+    while True:
+        proxy.delay_s = delay_s.value
+        time.sleep(0.05)
 
 
 def _pause_database(name: str, at: float, seconds: float, outage: list[float]) -> None:
