@@ -103,25 +103,30 @@ function timeline(incident, frames) {
   });
   chart.append(svg("polyline", { points: points.join(" "), class: "floor-line" }));
 
-  // lanes: one band per stretch of a value
+  // lanes: one band per stretch of a value (frames in a row with the same value merged)
   LANES.forEach(([label, valueOf, classOf], lane) => {
     const ly = top + floorH + lane * laneH;
     chart.append(svg("text", { x: left - 10, y: ly + laneH * 0.65, "text-anchor": "end",
       class: "axis-label" }, label));
+    const runs = [];
     statuses.forEach((f, i) => {
       const value = valueOf(f.body);
-      if (!value) return;
-      const x0 = x(new Date(f.received_at).getTime());
-      const x1 = statuses[i + 1] ? x(new Date(statuses[i + 1].received_at).getTime()) : x(end);
+      const until = statuses[i + 1] ? new Date(statuses[i + 1].received_at).getTime() : end;
+      const last = runs[runs.length - 1];
+      if (last && last.value === value) last.until = until;
+      else runs.push({ value, from: new Date(f.received_at).getTime(), until });
+    });
+    for (const { value, from, until } of runs.filter((r) => r.value)) {
+      const [x0, x1] = [x(from), x(until)];
       const band = svg("rect", { x: x0, y: ly + 3, width: Math.max(2, x1 - x0), height: laneH - 6,
         class: `bar ${classOf(value)}` });
       const shown = value === "yes" ? t("yes") : val(value);
-      band.append(svg("title", {}, `${label}: ${shown} @ ${clockTime(f.received_at)}`));
+      band.append(svg("title", {}, `${label}: ${shown} @ ${clockTime(new Date(from).toISOString())}`));
       chart.append(band);
       if (value !== "yes" && x1 - x0 > textWidth(shown) + 12) {
         chart.append(svg("text", { x: x0 + 6, y: ly + laneH * 0.68, class: "bar-label" }, shown));
       }
-    });
+    }
   });
 
   marks.forEach(([at, cls, label], n) => {
