@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import random
 import signal
 import tempfile
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
@@ -30,10 +31,11 @@ from rich.table import Table
 from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.embedded import EmbeddedBroker
+from gateway.registry import Record
 from gateway.settings import ROLES, load_settings, new_token
 from simulators.crew import ApiReporter, CrewConfig, DelayConfig
 from simulators.faults import FaultConfig
-from simulators.fleet import Fleet
+from simulators.fleet import Fleet, contracted_company
 from simulators.mqtt import MqttPublisher
 from simulators.scenario import Group, Scenario
 
@@ -63,6 +65,47 @@ def _scenarios(options: DemoOptions) -> tuple[Scenario, Scenario]:
         crew=CrewConfig(delay=_LATE, companies=("Tardy Lifts Ltd",)),
     )
     return fleet, late
+
+
+# Chengdu districts and a street in each, for the demo fleet's addresses.
+_DISTRICTS = (
+    ("锦江区", "春熙路"), ("青羊区", "人民中路二段"), ("金牛区", "一环路北三段"),
+    ("武侯区", "人民南路四段"), ("成华区", "建设路"), ("高新区", "天府大道中段"),
+)  # fmt: skip
+_USE_UNITS = {
+    "residential": "{district}安居物业服务有限公司",
+    "office": "{district}商务楼宇管理有限公司",
+    "hospital": "成都市{district}人民医院",
+}
+_CARS_PER_SITE = 4
+
+
+def demo_registry(scenarios: tuple[Scenario, ...], today: date) -> list[tuple[str, Record]]:
+    """A registry record for every simulated car: a site in a Chengdu district, its use
+    unit, the company whose crews serve it (the one the simulator sends) with a 24-hour
+    phone, and inspection and maintenance dates, some of them overdue (drawn per car)."""
+    companies = sorted(
+        {contracted_company(s, g, e) for s in scenarios for g in s.elevators for e in g.ids()}
+    )
+    phones = {c: f"028-8555-{n + 1:02d}{n + 1:02d}" for n, c in enumerate(companies)}
+    records = []
+    cars = [(g, e, s) for s in scenarios for g in s.elevators for e in g.ids()]
+    for n, (group, eid, scenario) in enumerate(cars):
+        site = n // _CARS_PER_SITE
+        district, street = _DISTRICTS[site % len(_DISTRICTS)]
+        draw = random.Random(f"demo-registry/{eid}")
+        company = contracted_company(scenario, group, eid)
+        records.append((eid, {
+            "site": f"CD-{site + 1:03d}",
+            "district": district,
+            "address": f"成都市{district}{street} {site * 7 + 3} 号 {n % _CARS_PER_SITE + 1} 号梯",
+            "use_unit": _USE_UNITS[group.building].format(district=district),
+            "maintenance_company": company,
+            "maintenance_phone": phones[company],
+            "inspection_due": today + timedelta(days=draw.randint(-20, 330)),
+            "last_maintenance": today - timedelta(days=draw.randint(1, 24)),
+        }))  # fmt: skip
+    return records
 
 
 def _run_fleet(
@@ -125,8 +168,13 @@ class Demo:
         )
         self.gateway = Gateway(settings, self.clock).start()
         self.gateway.session.wait_connected(15)
+        scenarios = _scenarios(self.options)
+        now = self.clock.now()
+        for eid, record in demo_registry(scenarios, now.date()):
+            self.gateway.store.put_elevator(eid, record, now)
+            self.gateway.registry.update(eid, record)
         clock = (self.clock.speed, self.clock.start.isoformat(), self.clock.anchor)
-        for n, scenario in enumerate(_scenarios(self.options)):
+        for n, scenario in enumerate(scenarios):
             process = self._context.Process(
                 target=_run_fleet,
                 args=(scenario, clock, self.broker.url, self.url, self.tokens["dispatcher"],
@@ -147,6 +195,18 @@ class Demo:
             if process.is_alive():
                 process.terminate()
         self.broker.stop()
+
+    def commands(self) -> list[str]:
+        """How to use the demo's data from a shell: the report over its days so far and to
+        come (its clock runs `speed` times fast, so a day passes in 72 minutes at 20x)."""
+        start = self.clock.now().date()
+        store = f"GATEWAY_STORE_URL=sqlite:///{self.workdir / 'gateway.db'}"
+        period = f"--since {start} --until {start + timedelta(days=8)}"
+        return [
+            "  the demo's data, from another shell:",
+            f"    {store} elevator-gateway report {period}",
+            f"    {store} elevator-gateway report {period} --format html -o demo-report.html",
+        ]
 
     def summary(self) -> Table:
         incidents = self.gateway.store.list_incidents(state="all", limit=10_000)
@@ -180,6 +240,8 @@ def run_demo(options: DemoOptions, stop: threading.Event, console: Console) -> N
         console.print(f"  dispatch console  {demo.url}/    API docs {demo.url}/docs")
         for role, token in demo.tokens.items():
             console.print(f"  {role:<10} token {token}")
+        for line in demo.commands():
+            console.print(line, highlight=False, soft_wrap=True)
         console.print("  Ctrl-C stops everything.")
         with Live(demo.summary(), console=console, refresh_per_second=1) as live:
             while not stop.wait(1.0):

@@ -50,6 +50,16 @@ class FleetStats:
         return sum(self.frames.values())
 
 
+def contracted_company(scenario: Scenario, group: Group, elevator_id: str) -> str:
+    """The car's maintenance company: its group's, else one of the crews' companies, drawn
+    from a stream of its own so a registry (the demo's) can name it without running the car."""
+    if group.company:
+        return group.company
+    companies = scenario.crew.companies
+    draw = random.Random(f"{scenario.seed}/{elevator_id}/company")
+    return companies[draw.randrange(len(companies))]
+
+
 class _Unit:
     """One elevator: the car, its controller, faults, crew and (mis)behaving firmware."""
 
@@ -79,8 +89,7 @@ class _Unit:
         self.injector = FaultInjector(
             self.device, rng("faults"), s.faults, fleet._fault_started, fleet._fault_ended
         )
-        companies = s.crew.companies
-        company = group.company or companies[setup.randrange(len(companies))]
+        company = contracted_company(s, group, elevator_id)
         self.crew = CrewService(
             self.device, rng("crew"), s.crew, company, fleet.reporter, fleet._label
         )

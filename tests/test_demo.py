@@ -1,5 +1,7 @@
-"""`elevator-gateway demo` end to end, in a subprocess: it starts, an entrapment incident
-appears through the API within the promised two minutes, and SIGINT stops it with exit 0."""
+"""`elevator-gateway demo` end to end, in a subprocess: it starts with its fleet registered
+(the public page of a car shows its address, the fleet lists every car), the report command
+its banner prints reads its data, an entrapment incident appears through the API within the
+promised two minutes, and SIGINT stops it with exit 0."""
 
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ def test_demo_shows_an_entrapment_and_stops_cleanly(tmp_path: Path) -> None:
         token = wait_for(lambda: _token(tmp_path / "demo.log"), timeout=60)
         api = f"http://127.0.0.1:{port}/api"
         auth = {"Authorization": f"Bearer {token}"}
+        public = httpx.get(f"http://127.0.0.1:{port}/e/RES0001", timeout=5)
+        assert public.status_code == 200
+        assert "成都市" in public.text and "028-8555-" in public.text
+        fleet = httpx.get(f"{api}/fleet", headers=auth, timeout=5).json()
+        assert fleet["counts"]["elevators"] == 20
+        assert all(e["address"] for e in fleet["elevators"])
+        report = _banner_report(tmp_path / "demo.log", env)
+        # It read the demo's store (an empty one would know no company).
+        assert report.returncode == 0 and "Tardy Lifts Ltd" in report.stdout, report.stderr
 
         def entrapments() -> list[dict[str, object]]:
             r = httpx.get(f"{api}/incidents", params={"state": "all"}, headers=auth, timeout=5)
@@ -41,6 +52,23 @@ def test_demo_shows_an_entrapment_and_stops_cleanly(tmp_path: Path) -> None:
     log = (tmp_path / "demo.log").read_text(errors="replace")
     assert code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def _banner_report(log: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The first `elevator-gateway report` command the banner prints, run as printed."""
+
+    def printed() -> str | None:
+        lines = log.read_text().splitlines()
+        return next((s for s in lines if "elevator-gateway report" in s), None)
+
+    line = wait_for(printed)
+    store, command = line.split(maxsplit=1)
+    name, value = store.split("=", 1)
+    args = command.split()[1:]  # the console script is `python -m gateway` here
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env | {name: value, "COLUMNS": "200"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 def _token(log: Path) -> str | None:

@@ -78,10 +78,22 @@ def test_any_step_may_be_skipped_to(target: str) -> None:
 def test_never_backward(later: int) -> None:
     """After a later step, an earlier one records its facts but the state stays."""
     incident = _step(make(), STATES[later], 60)
-    for earlier in STATES[1:later]:
-        if earlier in ("acknowledged", "dispatched"):
-            after = _step(incident, earlier, 120)
-            assert after.state == STATES[later]
+    after = _step(incident, "dispatched", 120)
+    assert after.state == STATES[later]
+    with pytest.raises(state.TransitionError, match="already acknowledged"):
+        _step(incident, "acknowledged", 120)
+
+
+@pytest.mark.parametrize("target", STATES[2:])
+def test_a_forward_step_is_the_acknowledgement_when_none_was_recorded(target: str) -> None:
+    incident = _step(make(), target, 60)
+    assert incident.acknowledged_at == s(60)
+    assert incident.timeline[0].what.startswith("acknowledged (implied by ")
+    assert all(d.kind != "ack_overdue" for d in sla.due(incident, s(5000), LIMITS.ack_s))
+    # An explicit acknowledgement recorded earlier is kept.
+    acked = _step(_step(make(), "acknowledged", 30), target, 60)
+    assert acked.acknowledged_at == s(30)
+    assert sum(e.what.startswith("acknowledged") for e in acked.timeline) == 1
 
 
 @pytest.mark.parametrize("target", STATES[1:])

@@ -187,7 +187,13 @@ def test_a_crowd_of_citizen_reports_makes_one_incident(gw: Gateway, prefix: str)
     )  # fmt: skip
     assert ticket["timeline"][0]["what"].endswith("stopped: Stuck on 5F , doors shut")
     assert send(gw, other, problem="trapped").status_code == 303
-    assert {i["kind"] for i in incidents_of(gw, other)} == {"CITIZEN_REPORT", "entrapment"}
+    # One episode: the ticket becomes the entrapment's companion, listed inside it.
+    [entrapment] = incidents_of(gw, other)
+    assert entrapment["kind"] == "entrapment"
+    everything = call(gw, "GET", f"/api/incidents?state=all&elevator_id={other}&include=children")
+    assert {i["kind"]: i["parent_id"] for i in everything.json()} == {
+        "CITIZEN_REPORT": entrapment["id"], "entrapment": None,
+    }  # fmt: skip
 
 
 def test_public_page_on_a_phone_in_chromium(gw: Gateway, browser: Browser, prefix: str) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.api.auth import ANY_ROLE, ROLE_ADMIN, Caller, require
 from gateway.api.deps import Context, audit, context
 from gateway.frames import ELEVATOR_ID_RE
-from gateway.incidents.model import to_json
+from gateway.incidents.model import main_incident, to_json
 from gateway.incidents.service import NotFound
 
 router = APIRouter(prefix="/api/elevators", tags=["registry"])
@@ -59,7 +59,7 @@ def get_elevator(
         "registered": record is not None,
         **registry,
         **live,
-        "open_incident": to_json(incidents[0]) if incidents else None,
+        "open_incident": to_json(main) if (main := main_incident(incidents)) else None,
         "open_incidents": [i.id for i in incidents],
     }
 

@@ -69,11 +69,13 @@ def list_incidents(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    include: Literal["children"] | None = None,
 ) -> list[dict[str, Any]]:
-    """Incidents, newest first."""
+    """Incidents, newest first: those with no parent, or all with `include=children`."""
     found = ctx.store.list_incidents(
-        state=state, elevator_id=elevator_id, since=since, until=until, limit=limit
-    )
+        state=state, elevator_id=elevator_id, since=since, until=until, limit=limit,
+        children=include == "children",
+    )  # fmt: skip
     return [to_json(i) for i in found]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -35,6 +36,9 @@ class Incident:
     updated_at: datetime
     sla: str = "pending"
     drill: bool = False
+    # The incident this one is a companion of (a fault raised by the same episode of a
+    # trapped car): shown and alerted inside it, never as a card or alarm of its own.
+    parent_id: str | None = None
     site: str | None = None
     district: str | None = None
     maintenance_company: str | None = None
@@ -84,6 +88,23 @@ class Incident:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
 
 
+_CLASS_RANK: Final = {"entrapment": 0, "accident": 1}
+
+
+def main_incident(incidents: Sequence[Incident]) -> Incident | None:
+    """The incident a page leads with: one with no parent, an entrapment before an accident
+    before a fault, then the newest."""
+    return min(
+        incidents,
+        key=lambda i: (
+            i.parent_id is not None,
+            _CLASS_RANK.get(i.incident_class, 2),
+            -i.opened_at.timestamp(),
+        ),
+        default=None,
+    )
+
+
 def iso_utc(value: datetime | None) -> str | None:
     """RFC 3339 in UTC, as the contract wants every time (whatever offset came in)."""
     if value is None:
@@ -126,4 +147,5 @@ def to_json(incident: Incident) -> dict[str, Any]:
         "report_deadline_at": iso_utc(i.report_deadline_at),
         "regulator_reported_at": iso_utc(i.regulator_reported_at),
         "acknowledged_by": i.acknowledged_by,
+        "parent_id": i.parent_id,
     }

@@ -10,7 +10,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,6 +31,10 @@ log = structlog.get_logger(__name__)
 
 _SEVERITY_RANK = {s: n for n, s in enumerate(sla.SEVERITIES)}
 _CREW_MODES = frozenset({"inspection", "maintenance"})
+# One episode of one car, one card: a fault of a car whose entrapment is open, or opened this
+# long before it (the controller's STOP_OUTSIDE_DOOR_ZONE may come first), is its companion.
+# Accidents keep their own card: they carry the regulator's one-hour report clock.
+_EPISODE = timedelta(minutes=10)
 
 
 class NotFound(LookupError):
@@ -193,7 +197,16 @@ class IncidentService:
     def close(
         self, incident_id: str, resolution: str, note: str | None, by: str, now: datetime
     ) -> Incident:
-        return self._act(incident_id, now, lambda i: state.close(i, resolution, note, now, by))
+        """Closes the incident and its open companions (which no list would show alone)."""
+        with self._lock:
+            closed = self._act(
+                incident_id, now, lambda i: state.close(i, resolution, note, now, by)
+            )
+            for child in self._store.companions_of(closed.id):
+                if child.is_open:
+                    what = f"with {closed.id}"
+                    self._save(child, state.close(child, resolution, what, now, by), now)
+            return closed
 
     def regulator_report(self, incident_id: str, at: datetime, by: str, now: datetime) -> Incident:
         def record(i: Incident) -> Incident:
@@ -245,6 +258,11 @@ class IncidentService:
         existing = self._store.find_open_incident(elevator_id, kind)
         if existing is not None:
             return self._join(existing, severity, source, at, by, note, now), False
+        parent = (
+            self._store.find_open_incident(elevator_id, "entrapment")
+            if incident_class == "fault"
+            else None
+        )
         registry = self._store.get_elevator(elevator_id) or {}
         limits = self._policy.limits_for(registry.get("district"))
         clocks = sla.clocks(at, limits, incident_class)
@@ -258,6 +276,7 @@ class IncidentService:
             ack_deadline_at=clocks.ack_deadline_at, report_deadline_at=clocks.report_deadline_at,
             updated_at=now, site=registry.get("site"), district=registry.get("district"),
             maintenance_company=registry.get("maintenance_company"),
+            parent_id=parent.id if parent is not None else None,
             timeline=(TimelineEntry(at, opened_by, by),),
         )  # fmt: skip
         incident = replace(
@@ -266,8 +285,10 @@ class IncidentService:
             next_due_at=sla.next_due_at(incident, limits.ack_s),
         )
         # A car of a grouped alarm (a site-wide power cut) gets its incident and clocks, but
-        # dispatch is alerted once, by the site's alert, not once per car.
-        alert = [] if group is not None else self._alert(incident, "opened", severity, at)
+        # dispatch is alerted once, by the site's alert, not once per car; a companion is
+        # alerted by its main incident.
+        quiet = group is not None or parent is not None
+        alert = [] if quiet else self._alert(incident, "opened", severity, at)
         messages = state_messages(incident) + alert
         if not self._store.insert_incident(incident, messages, now):
             # Another process opened it first: join theirs.
@@ -280,6 +301,10 @@ class IncidentService:
         self._open_elevators.add(elevator_id)
         metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
         self._on_change(incident)
+        if parent is not None:
+            self._attached(parent, incident, now)
+        elif incident_class == "entrapment":
+            self._adopt_companions(incident, now)
         log.info(
             "incident_opened",
             incident_id=incident.id,
@@ -332,9 +357,28 @@ class IncidentService:
         )
         updated = state.note(replace(incident, **changes), what, by, now)
         messages: list[OutboxMessage] = []
-        if "severity" in changes:
+        if "severity" in changes and incident.parent_id is None:
             messages = self._alert(updated, "escalated", updated.severity, now)
         self._save(incident, updated, now, messages)
+        return updated
+
+    def _adopt_companions(self, main: Incident, now: datetime) -> None:
+        """A new entrapment takes in the faults its car raised earlier in the episode."""
+        for other in self._store.open_incidents_of(main.elevator_id):
+            if (
+                other.incident_class == "fault"
+                and other.parent_id is None
+                and other.opened_at >= main.opened_at - _EPISODE
+            ):
+                what = f"companion of {main.id} ({main.kind})"
+                child = state.note(replace(other, parent_id=main.id), what, "gateway", now)
+                self._save(other, child, now)
+                main = self._attached(main, child, now)
+
+    def _attached(self, main: Incident, child: Incident, now: datetime) -> Incident:
+        what = f"companion {child.kind} ({child.id}) attached"
+        updated = state.note(main, what, "gateway", now)
+        self._save(main, updated, now)
         return updated
 
     def _act(

@@ -86,7 +86,7 @@ def due(incident: Incident, now: datetime, ack_s: int) -> list[Due]:
         out.append(Due("warning", raised(i.severity, 0), 1))
     if waiting_for_crew and i.breach_alerted_at is None and now >= i.deadline_at:
         out.append(Due("breach", "critical", 2))
-    if i.acknowledged_at is None and now >= _next_ack_alert(i, ack_s):
+    if i.acknowledged_at is None and i.parent_id is None and now >= _next_ack_alert(i, ack_s):
         level = ack_alerts_due(i, now, ack_s)
         out.append(Due("ack_overdue", raised(i.severity, level), level))
     if (
@@ -118,7 +118,7 @@ def next_due_at(incident: Incident, ack_s: int) -> datetime | None:
             times.append(i.warning_at)
         if i.breach_alerted_at is None:
             times.append(i.deadline_at)
-    if i.acknowledged_at is None:
+    if i.acknowledged_at is None and i.parent_id is None:  # a companion's main one re-alerts
         times.append(_next_ack_alert(i, ack_s))
     if (
         i.report_deadline_at is not None

@@ -1,7 +1,9 @@
 """The incident lifecycle as pure transitions: open → acknowledged → dispatched → arrived →
 released → closed. Steps may be skipped forward, never taken back; a step that comes late
 (a dispatch recorded after the crew already arrived) records its facts without moving the
-state back. Acting on a closed incident, or repeating a one-time step, is refused.
+state back. Acting on a closed incident, or repeating a one-time step, is refused. Any
+forward step is also the acknowledgement, at that moment, when none was recorded (someone
+plainly saw the incident): its re-alerts stop and the 3-minute response counts it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def _with(incident: Incident, now: datetime, what: str, by: str, **changes: obje
     return replace(updated, sla=sla_status(updated, now), timeline=(*incident.timeline, entry))
 
 
+def _forward_step(
+    incident: Incident, step: str, now: datetime, what: str, by: str, **changes: object
+) -> Incident:
+    """A step past `acknowledged` (`step` names it): acknowledges first, at `now`, if
+    nobody had."""
+    if incident.acknowledged_at is None:
+        incident = _with(
+            incident, now, f"acknowledged (implied by {step})", by,
+            acknowledged_at=now, acknowledged_by=by,
+        )  # fmt: skip
+    return _with(incident, now, what, by, **changes)
+
+
 def acknowledge(incident: Incident, by: str, now: datetime) -> Incident:
     _check_open(incident, "acknowledge")
     if incident.acknowledged_at is not None:
@@ -58,8 +73,9 @@ def dispatch(
 ) -> Incident:
     _check_open(incident, "dispatch")
     what = f"crew {crew_id} dispatched" + (f" ({company})" if company else "")
-    return _with(
+    return _forward_step(
         incident,
+        "dispatch",
         now,
         what,
         by,
@@ -80,8 +96,9 @@ def arrival(incident: Incident, at: datetime, evidence: str, now: datetime, by: 
     first = at if previous is None else min(previous, at)
     arrived_at = at if incident.arrived_at is None else min(incident.arrived_at, at)
     what = f"arrival {evidence} at {at.isoformat()}"
-    return _with(
+    return _forward_step(
         incident,
+        "arrival",
         now,
         what,
         by,
@@ -97,8 +114,9 @@ def release(incident: Incident, at: datetime, now: datetime, by: str) -> Inciden
         raise TransitionError(f"incident {incident.id} was already released")
     if at < incident.opened_at:
         raise BeforeOpening("release time is before the incident opened")
-    return _with(
+    return _forward_step(
         incident,
+        "release",
         now,
         f"released at {at.isoformat()}",
         by,
@@ -114,7 +132,9 @@ def close(
     if resolution not in RESOLUTIONS:
         raise TransitionError(f"unknown resolution {resolution!r}")
     what = f"closed: {resolution}" + (f" ({note})" if note else "")
-    return _with(incident, now, what, by, closed_at=now, resolution=resolution, state="closed")
+    return _forward_step(
+        incident, "close", now, what, by, closed_at=now, resolution=resolution, state="closed"
+    )
 
 
 def note(incident: Incident, what: str, by: str, now: datetime) -> Incident:

@@ -539,8 +539,12 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 500,
+        children: bool = True,
     ) -> list[Incident]:
+        """Newest first; `children=False` leaves out companions (incidents with a parent)."""
         query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+        if not children:
+            query = query.where(incidents.c.parent_id.is_(None))
         if state == "open":
             query = query.where(incidents.c.state != "closed")
         elif state == "closed":
@@ -561,6 +565,11 @@ class Store:
 
     def open_incidents_of(self, elevator_id: str) -> list[Incident]:
         return self.list_incidents(state="open", elevator_id=elevator_id)
+
+    def companions_of(self, parent_id: str) -> list[Incident]:
+        query = select(incidents).where(incidents.c.parent_id == parent_id)
+        with self.engine.connect() as conn:
+            return self._with_timeline(conn, list(conn.execute(query).mappings()))
 
     def add_incident_frames(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

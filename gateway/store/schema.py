@@ -105,6 +105,7 @@ incidents = Table(
     Column("rule", Text),
     Column("source", String(16), nullable=False),
     Column("drill", Boolean, nullable=False, default=False),
+    Column("parent_id", String(32), index=True),  # a companion's main incident
     Column("site", Text),
     Column("district", Text),
     Column("maintenance_company", Text),

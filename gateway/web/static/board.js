@@ -1,5 +1,6 @@
-// The dispatch board: open incidents from the server-sent event stream, each with its
-// countdown to the arrival deadline, and (for dispatchers) the actions that move it along.
+// The dispatch board: open incidents from the server-sent event stream, one compact row per
+// episode (its companions inside), countdown first, details on expand, and (for dispatchers)
+// the next steps that move it along. Keyboard first; the tab title counts the unacknowledged.
 "use strict";
 
 const STATES = ["open", "acknowledged", "dispatched", "arrived", "released", "closed"];
@@ -10,8 +11,10 @@ const board = document.getElementById("board");
 const cardTemplate = document.getElementById("card");
 const canAct = document.body.dataset.canAct === "true";
 const items = new Map(); // incident id -> {incident, elevator}
-const cards = new Map(); // incident id -> its <article>
+const cards = new Map(); // incident id -> its <article> (incidents with no parent on the board)
 const alarmed = new Set(); // ids whose arrival has already sounded
+const TITLE = document.title;
+const SOUND_KEY = "board-sound";
 let offsetMs = 0; // gateway clock minus this browser's clock
 let audio = null;
 
@@ -23,21 +26,47 @@ function syncClock(iso) {
   offsetMs = new Date(iso).getTime() - Date.now();
 }
 
-// -- sound: a short two-tone beep from the Web Audio API (browsers allow it after a click);
-// only dispatchers, who must answer it, get the alarm.
+// -- sound: a short two-tone beep from the Web Audio API; only dispatchers, who must answer
+// it, get the alarm. One click turns it on and the choice is remembered; after a reload the
+// browser lets the sound start at the first key or click anywhere on the page.
 const soundButton = document.getElementById("sound");
-soundButton?.addEventListener("click", () => {
+
+function soundOn() {
+  return localStorage.getItem(SOUND_KEY) === "on";
+}
+
+function showSound() {
+  soundButton.textContent = soundOn() ? t("sound_on") : t("enable_sound");
+  soundButton.classList.toggle("on", soundOn());
+  soundButton.setAttribute("aria-pressed", String(soundOn()));
+}
+
+function wakeAudio() {
+  if (!soundOn()) return;
   audio = audio || new AudioContext();
   audio.resume();
-  soundButton.textContent = t("sound_on");
-  soundButton.classList.add("on");
-  beep();
-});
+  soundButton.classList.remove("attention");
+}
+
+function toggleSound() {
+  localStorage.setItem(SOUND_KEY, soundOn() ? "off" : "on");
+  showSound();
+  wakeAudio();
+  if (soundOn()) beep();
+}
+
+if (soundButton) {
+  soundButton.addEventListener("click", toggleSound);
+  showSound();
+  for (const type of ["pointerdown", "keydown"]) {
+    document.addEventListener(type, wakeAudio, { once: true, capture: true });
+  }
+}
 
 function beep() {
   if (!soundButton) return;
   document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
-  if (!audio) {
+  if (!soundOn() || !audio || audio.state !== "running") {
     soundButton.classList.add("attention");
     return;
   }
@@ -53,8 +82,10 @@ function beep() {
   });
 }
 
+// Waiting for a dispatcher: nobody acknowledged it (a forward step acknowledges too). A
+// companion is answered with its main incident.
 function unacknowledged(incident) {
-  return incident.state === "open" && CLOCKED.has(incident.incident_class);
+  return !incident.acknowledged_at && !incident.parent_id && incident.state !== "closed";
 }
 
 // -- the countdown ------------------------------------------------------------------------
@@ -102,32 +133,62 @@ function newCard(id) {
   return card;
 }
 
+// A companion (same car, same episode) is shown inside its main incident's card; one whose
+// main incident is not on the board (closed elsewhere) keeps a card of its own.
+function onBoard(incident) {
+  return !incident.parent_id || !items.has(incident.parent_id);
+}
+
+function companionsOf(id) {
+  return [...items.values()].map((item) => item.incident).filter((i) => i.parent_id === id);
+}
+
+function kindName(kind) {
+  return t("kind_" + kind, kind);
+}
+
 function fill(card, { incident, elevator }) {
   const q = (selector) => card.querySelector(selector);
   const link = q(".elevator");
   link.textContent = incident.elevator_id;
   link.href = "/elevators/" + encodeURIComponent(incident.elevator_id);
-  q(".kind").textContent = t("kind_" + incident.kind, incident.kind);
+  q(".kind").textContent = kindName(incident.kind);
   q(".sev").textContent = t("sev_" + incident.severity, incident.severity);
-  q(".opened").textContent = clockTime(incident.opened_at);
+  q(".opened").textContent = dateTime(incident.opened_at);
   q(".opened").dateTime = incident.opened_at;
+  q(".deadline").textContent = CLOCKED.has(incident.incident_class) ? dateTime(incident.deadline_at) : t("no_clock");
+  q(".source").textContent = t("src_" + incident.source, incident.source);
   q(".address").textContent = show(elevator.address);
+  q(".address").title = show(elevator.address);
   q(".site").textContent = [elevator.site, elevator.district].filter(Boolean).join(" · ");
   q(".company").textContent = show(incident.maintenance_company || elevator.maintenance_company);
   q(".crew").textContent = show(incident.crew_id);
   q(".state").textContent = t("state_" + incident.state, incident.state);
+  const companions = companionsOf(incident.id);
+  q(".companions").textContent = companions.length
+    ? `+ ${companions.map((c) => kindName(c.kind)).join(", ")}` : "";
+  q(".companion-list").replaceChildren(...companions.map((c) => el("li", { class: "companion", "data-kind": c.kind },
+    `${t("companions")}: ${kindName(c.kind)} · ${t("state_" + c.state, c.state)} · ${clockTime(c.opened_at)}`)));
+  q(".timeline").replaceChildren(...(incident.timeline || []).map((e) =>
+    el("li", {}, el("time", {}, clockTime(e.at)), ` ${e.what}`)));
   card.dataset.state = incident.state;
   card.dataset.kind = incident.kind;
   card.classList.toggle("flash", unacknowledged(incident));
-  card.setAttribute("aria-label", `${incident.elevator_id} ${t("state_" + incident.state)}`);
+  card.setAttribute("aria-label", `${incident.elevator_id} ${kindName(incident.kind)} ${t("state_" + incident.state)}`);
   if (canAct) {
+    // Only the next steps show, so the row stays one line and Tab reaches what matters.
     const at = STATES.indexOf(incident.state);
-    const enable = { acknowledge: at < 1, dispatch: at < 2, arrival: at < 3, release: at < 4, close: true };
+    const shown = { acknowledge: !incident.acknowledged_at, dispatch: at < 2, arrival: at >= 1 && at < 3,
+      release: at === 3 };
     for (const button of card.querySelectorAll("button.act")) {
-      button.disabled = !enable[button.dataset.action];
+      if (button.dataset.action in shown) button.hidden = !shown[button.dataset.action];
     }
-    q(".crew-input").disabled = at >= 3;
+    q(".crew-input").hidden = at >= 2;
     if (incident.crew_id && !q(".crew-input").value) q(".crew-input").value = incident.crew_id;
+    // Closing is the step after release; before it (a false alarm) it waits under the details.
+    const closeGroup = q(".close-group");
+    const home = at >= 3 ? q(".actions") : q(".more-actions");
+    if (closeGroup.parentElement !== home) home.append(closeGroup);
   }
   drawClock(card, incident);
 }
@@ -137,20 +198,26 @@ function render() {
     const [x, y] = [sortKey(a.incident), sortKey(b.incident)];
     return x[0] - y[0] || x[1] - y[1];
   });
+  const shown = ordered.filter((item) => onBoard(item.incident));
   for (const [id, card] of cards) {
-    if (!items.has(id)) {
+    if (!items.has(id) || !onBoard(items.get(id).incident)) {
       card.remove();
       cards.delete(id);
     }
   }
-  ordered.forEach((item, index) => {
+  shown.forEach((item, index) => {
     const card = cards.get(item.incident.id) || newCard(item.incident.id);
     fill(card, item);
     // Move only what is out of place: moving a node would take the keyboard focus away.
     if (board.children[index] !== card) board.insertBefore(card, board.children[index] || null);
   });
-  document.getElementById("count").textContent = String(items.size);
-  document.getElementById("empty").hidden = items.size > 0;
+  document.getElementById("count").textContent = String(shown.length);
+  document.getElementById("empty").hidden = shown.length > 0;
+  const waiting = shown.filter((item) => unacknowledged(item.incident)).length;
+  const unacked = document.getElementById("unacked");
+  unacked.textContent = t("unacked").replace("{n}", waiting);
+  unacked.hidden = waiting === 0;
+  document.title = waiting ? `(${waiting}) ${TITLE}` : TITLE;
   let fresh = false;
   for (const { incident } of items.values()) {
     if (unacknowledged(incident) && !alarmed.has(incident.id)) {
@@ -208,6 +275,51 @@ if (operator) {
   operator.addEventListener("change", () => localStorage.setItem("operator", operator.value.trim()));
 }
 
+// -- keyboard: move between rows, act on the focused one (never while typing in a field).
+function focusedCard() {
+  return document.activeElement?.closest?.(".card") || null;
+}
+
+function moveFocus(step) {
+  const rows = [...board.children];
+  if (!rows.length) return;
+  const at = rows.indexOf(focusedCard());
+  const next = at < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.min(rows.length - 1, Math.max(0, at + step));
+  rows[next].focus();
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest("input, select, textarea")) return;
+  const card = focusedCard();
+  switch (event.key) {
+    case "ArrowDown": case "j": moveFocus(1); break;
+    case "ArrowUp": case "k": moveFocus(-1); break;
+    case "Enter":
+      if (!card || event.target !== card) return;
+      card.querySelector(".details").open = !card.querySelector(".details").open;
+      break;
+    case "a": {
+      const button = card?.querySelector('button[data-action="acknowledge"]');
+      if (!button || button.hidden) return;
+      act(button);
+      break;
+    }
+    case "c": {
+      const input = card?.querySelector(".crew-input");
+      if (!input || input.hidden) return;
+      input.focus();
+      break;
+    }
+    case "s":
+      if (soundButton) toggleSound();
+      break;
+    default:
+      return;
+  }
+  event.preventDefault();
+});
+
 function bodyFor(action, incident, card) {
   const crew = card.querySelector(".crew-input").value.trim();
   switch (action) {
@@ -254,7 +366,7 @@ if (canAct) {
     if (event.key !== "Enter" || !event.target.classList.contains("crew-input")) return;
     const card = event.target.closest(".card");
     const next = [...card.querySelectorAll('button[data-action="dispatch"], button[data-action="arrival"]')]
-      .find((b) => !b.disabled);
+      .find((b) => !b.disabled && !b.hidden);
     if (next) act(next);
   });
 }

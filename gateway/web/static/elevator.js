@@ -6,6 +6,11 @@ const ELEVATOR = document.getElementById("elevator-id").dataset.id;
 const LIVE_MS = 2000;
 const DOOR_CLASS = { open: "good", opening: "warn", closing: "warn", closed: "idle", fault: "bad" };
 
+// A device value (door "closed", mode "inspection", ...) in the page's language.
+function val(value) {
+  return value === null || value === undefined || value === "" ? "—" : t("val_" + value, String(value));
+}
+
 function fillRecord(list, values) {
   for (const dd of list.querySelectorAll("dd[data-key]")) {
     dd.textContent = values[dd.dataset.key];
@@ -16,16 +21,18 @@ async function loadLive() {
   const e = await api("GET", "/api/elevators/" + encodeURIComponent(ELEVATOR));
   const body = (e.last_frame && e.last_frame.body) || {};
   fillRecord(document.getElementById("registry"), Object.fromEntries(
-    ["address", "site", "district", "maintenance_company", "use_unit", "inspection_due",
-      "last_maintenance"].map((k) => [k, show(e[k])])));
+    ["address", "site", "district", "maintenance_company", "maintenance_phone", "use_unit",
+      "inspection_due", "last_maintenance"].map((k) => [k, show(e[k])])));
   fillRecord(document.getElementById("live"), {
-    online: yesNo(e.online), floor: show(body.floor), door: show(body.door), mode: show(body.mode),
-    occupied: yesNo(body.occupied), moving: yesNo(body.moving), power: show(body.power),
+    online: yesNo(e.online), floor: show(body.floor), door: val(body.door), mode: val(body.mode),
+    occupied: yesNo(body.occupied), moving: yesNo(body.moving), power: val(body.power),
     last_frame: e.last_frame ? dateTime(e.last_frame.received_at) : "—",
   });
   return e;
 }
 
+// The open incident the gateway leads with (the entrapment, not its companions), else the
+// latest main incident.
 async function latestIncident(e) {
   if (e.open_incident) return e.open_incident;
   const query = new URLSearchParams({ state: "all", elevator_id: ELEVATOR, limit: "1" });
@@ -35,20 +42,47 @@ async function latestIncident(e) {
 // Lanes under the floor plot: [label, value of a status body, css class of a value]
 const LANES = [
   [t("door"), (b) => b.door, (v) => DOOR_CLASS[v]],
-  [t("occupied"), (b) => (b.occupied ? t("yes") : ""), () => "bad"],
-  [t("moving"), (b) => (b.moving ? t("yes") : ""), () => ""],
-  [t("alarm"), (b) => (b.alarm_button ? t("yes") : ""), () => "bad"],
+  [t("occupied"), (b) => (b.occupied ? "yes" : ""), () => "bad"],
+  [t("moving"), (b) => (b.moving ? "yes" : ""), () => ""],
+  [t("alarm"), (b) => (b.alarm_button ? "yes" : ""), () => "bad"],
   [t("power"), (b) => (b.power === "mains" ? "" : b.power), () => "warn"],
   [t("mode"), (b) => (b.mode === "normal" ? "" : b.mode), () => "warn"],
 ];
+const FONT_PX = 15;
+
+// Roughly how wide a label is drawn: CJK characters are square, others about half as wide.
+function textWidth(text) {
+  return [...text].reduce((w, ch) => w + (ch.charCodeAt(0) > 0x2e80 ? FONT_PX : FONT_PX * 0.6), 0);
+}
+
+// Labels of the vertical marks, each put on the first row where it overlaps nothing.
+function markRows(marks, x, width) {
+  const ends = [];
+  return marks.map(([at, , label]) => {
+    const w = textWidth(label) + 8;
+    const anchorEnd = x(at) + 4 + w > width;
+    const from = anchorEnd ? x(at) - 4 - w : x(at) + 4;
+    let row = ends.findIndex((end) => end < from);
+    if (row < 0) row = ends.push(0) - 1;
+    ends[row] = from + w;
+    return { row, anchorEnd };
+  });
+}
 
 function timeline(incident, frames) {
-  const width = 1100, left = 120, right = 20, floorH = 170, laneH = 30, top = 30;
+  const width = 1100, left = 130, right = 20, floorH = 170, laneH = 30;
   const statuses = frames.filter((f) => f.kind === "status");
   const times = frames.map((f) => new Date(f.received_at).getTime());
   const start = Math.min(...times, new Date(incident.opened_at).getTime());
   const end = Math.max(...times, new Date(incident.opened_at).getTime()) + 1000;
   const x = (ms) => left + ((width - left - right) * (ms - start)) / (end - start);
+  // the moment the incident opened, and event frames, as vertical marks with labels above
+  const marks = [[new Date(incident.opened_at).getTime(), "opened", t("opened")],
+    ...frames.filter((f) => f.kind === "event").map((f) => [new Date(f.received_at).getTime(),
+      "event", `${t("kind_" + f.body.code, f.body.code)} ${val(f.body.state)}`])]
+    .sort((a, b) => a[0] - b[0]);
+  const rows = markRows(marks, x, width);
+  const top = 12 + 18 * Math.max(1, ...rows.map((r) => r.row + 1));
   const height = top + floorH + LANES.length * laneH + 40;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
     width: "100%", "aria-label": t("black_box") });
@@ -69,33 +103,37 @@ function timeline(incident, frames) {
   });
   chart.append(svg("polyline", { points: points.join(" "), class: "floor-line" }));
 
-  // lanes: one band per stretch of a value
+  // lanes: one band per stretch of a value (frames in a row with the same value merged)
   LANES.forEach(([label, valueOf, classOf], lane) => {
     const ly = top + floorH + lane * laneH;
     chart.append(svg("text", { x: left - 10, y: ly + laneH * 0.65, "text-anchor": "end",
       class: "axis-label" }, label));
+    const runs = [];
     statuses.forEach((f, i) => {
       const value = valueOf(f.body);
-      if (!value) return;
-      const x0 = x(new Date(f.received_at).getTime());
-      const x1 = statuses[i + 1] ? x(new Date(statuses[i + 1].received_at).getTime()) : x(end);
+      const until = statuses[i + 1] ? new Date(statuses[i + 1].received_at).getTime() : end;
+      const last = runs[runs.length - 1];
+      if (last && last.value === value) last.until = until;
+      else runs.push({ value, from: new Date(f.received_at).getTime(), until });
+    });
+    for (const { value, from, until } of runs.filter((r) => r.value)) {
+      const [x0, x1] = [x(from), x(until)];
       const band = svg("rect", { x: x0, y: ly + 3, width: Math.max(2, x1 - x0), height: laneH - 6,
         class: `bar ${classOf(value)}` });
-      band.append(svg("title", {}, `${label}: ${value} @ ${clockTime(f.received_at)}`));
+      const shown = value === "yes" ? t("yes") : val(value);
+      band.append(svg("title", {}, `${label}: ${shown} @ ${clockTime(new Date(from).toISOString())}`));
       chart.append(band);
-      if (x1 - x0 > 60 && value !== t("yes")) {
-        chart.append(svg("text", { x: x0 + 6, y: ly + laneH * 0.68, class: "bar-label" }, value));
+      if (value !== "yes" && x1 - x0 > textWidth(shown) + 12) {
+        chart.append(svg("text", { x: x0 + 6, y: ly + laneH * 0.68, class: "bar-label" }, shown));
       }
-    });
+    }
   });
 
-  // the moment the incident opened, and event frames, as vertical marks
-  const marks = [[new Date(incident.opened_at).getTime(), "opened", t("opened")],
-    ...frames.filter((f) => f.kind === "event")
-      .map((f) => [new Date(f.received_at).getTime(), "event", `${f.body.code} ${f.body.state}`])];
   marks.forEach(([at, cls, label], n) => {
-    chart.append(svg("line", { x1: x(at), x2: x(at), y1: top - 8, y2: height - 30, class: cls }));
-    chart.append(svg("text", { x: x(at) + 4, y: top - 12 + (n % 2) * 14, class: "axis-label" }, label));
+    const { row, anchorEnd } = rows[n];
+    chart.append(svg("line", { x1: x(at), x2: x(at), y1: 14 + 18 * row, y2: height - 30, class: cls }));
+    chart.append(svg("text", { x: x(at) + (anchorEnd ? -4 : 4), y: 12 + 18 * row,
+      "text-anchor": anchorEnd ? "end" : "start", class: "axis-label mark-label" }, label));
   });
 
   // time axis
@@ -117,6 +155,8 @@ async function loadBlackBox(e) {
   }
   summary.replaceChildren(
     el("strong", {}, `${t("kind_" + incident.kind, incident.kind)} · ${t("state_" + incident.state, incident.state)}`),
+    e.maintenance_phone ? ` · ${t("maintenance_phone")} ` : "",
+    e.maintenance_phone ? el("a", { href: "tel:" + e.maintenance_phone.replace(/\s/g, ""), class: "phone" }, e.maintenance_phone) : "",
     ` — ${t("opened")} ${dateTime(incident.opened_at)} · ${incident.id}`,
   );
   const frames = await api("GET", `/api/incidents/${encodeURIComponent(incident.id)}/frames`);

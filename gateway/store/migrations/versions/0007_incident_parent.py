@@ -1,0 +1,22 @@
+"""incidents: `parent_id`, a companion's main incident (one episode of one car, one card)
+
+Revision ID: 0007
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("incidents") as batch:
+        batch.add_column(sa.Column("parent_id", sa.String(32)))
+        batch.create_index("ix_incidents_parent_id", ["parent_id"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("incidents") as batch:
+        batch.drop_index("ix_incidents_parent_id")
+        batch.drop_column("parent_id")

@@ -1,0 +1,100 @@
+"""One episode of one car, one card: a fault raised by a trapped car's episode is a companion
+(`parent_id`) of its entrapment, alerted inside it, hidden from the top-level lists and closed
+with it; on both store backends, and kept across a restart (a second store on the same URL)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.incidents import sla
+from gateway.incidents.service import IncidentService, Policy
+from gateway.store import Store, open_store
+
+T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+POLICY = Policy(limits=sla.Limits(arrival_s=1800, warning_s=1200, ack_s=180))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def eid() -> str:
+    return "C" + uuid.uuid4().hex[:10]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def _alerts(store: Store, eid: str) -> list[tuple[str, str]]:
+    """(type, kind) of the alerts published for `eid` since the last call."""
+    out = []
+    with store.claim_outbox(at(10**6), limit=100_000) as claim:
+        for m in claim.messages:
+            payload = json.loads(m.payload) if m.payload else {}
+            if m.target == "dispatch/alerts" and payload.get("elevator_id") == eid:
+                out.append((payload["type"], payload["kind"]))
+                assert m.id is not None
+                claim.done(m.id)
+    return out
+
+
+def _report(service: IncidentService, eid: str, kind: str, t: float) -> str:
+    incident, created = service.report(
+        elevator_id=eid, kind=kind, source="phone", reported_at=at(t), note=None, by="ana",
+        now=at(t),
+    )  # fmt: skip
+    assert created
+    return incident.id
+
+
+def test_a_fault_during_an_entrapment_is_its_companion(
+    store: Store, store_url: str, eid: str
+) -> None:
+    service = IncidentService(store, POLICY)
+    main = _report(service, eid, "entrapment", 0)
+    child = _report(service, eid, "STOP_OUTSIDE_DOOR_ZONE", 50)
+    assert service.get(child).parent_id == main
+    assert service.get(main).parent_id is None
+    assert any(child in e.what for e in service.get(main).timeline)
+    # One alert for the episode: the companion neither opens nor re-alerts on its own.
+    assert _alerts(store, eid) == [("opened", "entrapment")]
+    service.tick(at(200))
+    assert _alerts(store, eid) == [("ack_overdue", "entrapment")]
+    assert service.get(child).next_due_at is None
+    # The top-level lists leave the companion out; with children they show both.
+    assert [i.id for i in store.list_incidents(elevator_id=eid, children=False)] == [main]
+    assert {i.id for i in store.list_incidents(elevator_id=eid)} == {main, child}
+    # Persisted: another store on the same URL (a restart) sees the same.
+    again = open_store(store_url)
+    try:
+        assert again.get_incident(child).parent_id == main  # type: ignore[union-attr]
+    finally:
+        again.close()
+    # Closing the episode closes its companion (no list would show it alone).
+    service.close(main, "rescued", None, "ana", at(900))
+    closed = service.get(child)
+    assert (closed.state, closed.resolution) == ("closed", "rescued")
+
+
+def test_an_entrapment_takes_in_the_faults_its_episode_raised_before_it(
+    store: Store, eid: str
+) -> None:
+    service = IncidentService(store, POLICY)
+    stale = _report(service, eid, "DOOR_FAIL_TO_CLOSE", 0)  # an hour before: another episode
+    first = _report(service, eid, "STOP_OUTSIDE_DOOR_ZONE", 3600)
+    main = _report(service, eid, "entrapment", 3620)
+    assert service.get(first).parent_id == main
+    assert service.get(stale).parent_id is None
+    _alerts(store, eid)
+    service.tick(at(3600 + 400))  # the adopted fault's own re-alerts have stopped
+    assert ("ack_overdue", "STOP_OUTSIDE_DOOR_ZONE") not in _alerts(store, eid)
