@@ -24,6 +24,8 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
+    make_url,
     select,
     text,
     update,
@@ -630,5 +632,33 @@ class Store:
 
 def open_store(url: str) -> Store:
     engine = _engine(url)
+    migrate(engine)
+    return Store(engine)
+
+
+class StoreMissing(LookupError):
+    """A reader was pointed at a store that holds no gateway data (no file, no schema)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url).render_as_string(hide_password=True)
+        super().__init__(f"no gateway store at {self.url}")
+
+
+def open_existing_store(url: str) -> Store:
+    """`open_store` for readers (the report): a store that does not exist yet is refused,
+    never created empty. A reachable one is brought to the newest schema as usual."""
+    database = make_url(url).database
+    if url.startswith("sqlite") and (not database or not Path(database).is_file()):
+        raise StoreMissing(url)
+    engine = _engine(url)
+    try:
+        if not inspect(engine).has_table(incidents.name):
+            raise StoreMissing(url)
+    except OperationalError:
+        engine.dispose()
+        raise StoreMissing(url) from None
+    except StoreMissing:
+        engine.dispose()
+        raise
     migrate(engine)
     return Store(engine)
