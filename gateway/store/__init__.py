@@ -34,8 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from gateway.incidents.model import Incident, TimelineEntry
-from gateway.reports import ModeSample, Notice, OnlineSample
+from gateway.store.records import Incident, ModeSample, Notice, OnlineSample, TimelineEntry
 from gateway.store.schema import (
     audit,
     dead_letter,
