@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import bulletin_html, reports
-from gateway.bulletin import NOT_RECORDED, UNREGISTERED, FaultRow, bulletin, responded_at
+from gateway import reports
+from gateway.reports import bulletin_html
+from gateway.reports._base import NOT_RECORDED, UNREGISTERED, responded_at
+from gateway.reports.bulletin import FaultRow, bulletin
 from tests.test_reports import MIN, make_incident
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

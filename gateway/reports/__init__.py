@@ -11,8 +11,11 @@ Definitions (also in the README):
 - arrived within the limit: `arrived_at` strictly before `deadline_at` (the incident's own,
   so per-district limits apply); `within_limit_pct` is over counted incidents whose arrival
   clock has an outcome (`sla` met or breached);
-- acknowledged within the limit: `acknowledged_at` strictly before `ack_deadline_at`, over
-  all counted incidents;
+- acknowledged within the limit: answered strictly before `ack_deadline_at`, over all
+  counted incidents; the answer is the acknowledgement, or the first forward step
+  (dispatch, arrival, release, close) if that came first or none was recorded;
+- groups: an elevator the registry does not know is `unregistered`, a registry record
+  without the field `not recorded`;
 - median: the middle value, or the mean of the two middle values; p90: nearest rank
   (the value at position ceil(0.9 n) in ascending order);
 - release time: arrival to release, for incidents with both;
@@ -234,9 +237,11 @@ SECTIONS: Final[dict[str, type]] = {
 
 
 def gather(source: Source, since: datetime, until: datetime, as_of: datetime) -> Inputs:
-    """What `build` needs, with the look-back the rolling rules need before `since`."""
+    """What `build` needs, with the look-back the rolling rules need before `since` (and
+    the bulletin's previous period, of the same length)."""
+    lookback = max(BLACKLIST_WINDOW, until - since)
     return Inputs(
-        incidents=source.list_incidents(since=since - BLACKLIST_WINDOW, until=until, limit=10**9),
+        incidents=source.list_incidents(since=since - lookback, until=until, limit=10**9),
         registry=source.all_elevators(),
         modes=source.status_modes(as_of - TELEMETRY_LOOKBACK, as_of),
         online=source.online_changes(as_of),
@@ -262,7 +267,7 @@ def build(
         "response-times": response_times(period, group_by, registry),
         "monthly-trend": monthly_trend(period, zone),
         "arrival-histogram": arrival_histogram(period),
-        "breaches": breaches(period),
+        "breaches": breaches(period, registry),
         "entrapment-rate": entrapment_rate(period, registry, group_by, since, until),
         "repeated-entrapments": repeated_entrapments(period),
         "causes": causes(period),

@@ -15,11 +15,29 @@ GroupBy = Literal["maintenance_company", "district", "use_unit", "elevator_id"]
 Registry = Sequence[Mapping[str, Any]]  # registry records, as `Store.all_elevators()` gives
 
 YEAR: Final = timedelta(days=365)
+# Group names for incidents of elevators the registry does not know, and of registry
+# records that leave the field empty: reports name every group, never None.
+UNREGISTERED: Final = "unregistered"
+NOT_RECORDED: Final = "not recorded"
+LABELS: Final = frozenset({UNREGISTERED, NOT_RECORDED})
 HOUR: Final = timedelta(hours=1)
 
 
 def counted(incident: Incident) -> bool:
     return not incident.drill and incident.resolution != "false_alarm"
+
+
+def responded_at(incident: Incident) -> datetime | None:
+    """When the alarm was answered: the acknowledgement, or the first forward step (dispatch,
+    arrival, release, close) if that came first or none was recorded (domain.md)."""
+    steps = (
+        incident.acknowledged_at,
+        incident.dispatched_at,
+        incident.arrived_at,
+        incident.released_at,
+        incident.closed_at,
+    )
+    return min((at for at in steps if at is not None), default=None)
 
 
 def p90(values: Sequence[float]) -> float | None:
@@ -41,16 +59,22 @@ def by_id(registry: Registry) -> dict[str, Mapping[str, Any]]:
     return {r["elevator_id"]: r for r in registry}
 
 
-def group_key(group_by: GroupBy, registry: Registry) -> Callable[[Incident], str | None]:
-    """The incident's own value (as it was when opened), else the registry's current one;
-    the use unit is only in the registry."""
+def registry_group(record: Mapping[str, Any], group_by: GroupBy) -> str:
+    return record.get(group_by) or NOT_RECORDED
+
+
+def group_key(group_by: GroupBy, registry: Registry) -> Callable[[Incident], str]:
+    """The incident's own value (as it was when opened), else the registry's current one
+    (the use unit is only in the registry), else `UNREGISTERED` for an elevator the registry
+    does not know or `NOT_RECORDED` for a record without it: a group is never None."""
     records = by_id(registry)
 
-    def key(incident: Incident) -> str | None:
+    def key(incident: Incident) -> str:
         value = None if group_by == "use_unit" else getattr(incident, group_by)
-        if value is None:
-            value = records.get(incident.elevator_id, {}).get(group_by)
-        return value
+        if value:
+            return value
+        record = records.get(incident.elevator_id)
+        return UNREGISTERED if record is None else registry_group(record, group_by)
 
     return key
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.reports._base import (
     HOUR,
+    LABELS,
     Registry,
     by_id,
     chronological,
@@ -335,10 +336,10 @@ def drills_missing(
     last: dict[str, datetime] = {}
     for i in incidents:
         company = company_of(i)
-        if i.drill and company is not None and i.opened_at <= as_of:
+        if i.drill and i.opened_at <= as_of:
             last[company] = max(last.get(company, i.opened_at), i.opened_at)
     rows = []
-    for company in sorted(c for c in companies if c is not None):
+    for company in sorted(c for c in companies if c is not None and c not in LABELS):
         drilled = last.get(company)
         if drilled is None or as_of - drilled > interval:
             days = (as_of - drilled).days if drilled is not None else None

@@ -22,6 +22,8 @@ from gateway.reports._base import (
     median,
     p90,
     pct,
+    registry_group,
+    responded_at,
 )
 from gateway.store.records import Incident
 
@@ -88,8 +90,8 @@ class Cause:
 class Breach:
     incident_id: str
     elevator_id: str
-    maintenance_company: str | None
-    district: str | None
+    maintenance_company: str
+    district: str
     opened_at: datetime
     deadline_at: datetime
     arrived_at: datetime | None
@@ -124,7 +126,7 @@ def _figures(group: str | None, incidents: list[Incident]) -> GroupFigures:
     acked_in_time = sum(
         1
         for i in incidents
-        if i.acknowledged_at is not None and i.acknowledged_at < i.ack_deadline_at
+        if (answered := responded_at(i)) is not None and answered < i.ack_deadline_at
     )
     releases = [
         (i.released_at - i.arrived_at).total_seconds()
@@ -164,14 +166,16 @@ def arrival_histogram(
     ]
 
 
-def breaches(incidents: Iterable[Incident]) -> list[Breach]:
-    """Every counted incident whose arrival breached its limit, oldest first."""
+def breaches(incidents: Iterable[Incident], registry: Registry = ()) -> list[Breach]:
+    """Every counted incident whose arrival breached its limit, oldest first; company and
+    district as `group_key` names them."""
+    company, district = group_key("maintenance_company", registry), group_key("district", registry)
     return [
         Breach(
             i.id,
             i.elevator_id,
-            i.maintenance_company,
-            i.district,
+            company(i),
+            district(i),
             i.opened_at,
             i.deadline_at,
             i.arrived_at,
@@ -198,15 +202,15 @@ def entrapment_rate(
     """Entrapments per elevator-year: elevator-years = elevators × period / 365 days, the
     elevators being the registered ones plus any unregistered one with an incident."""
     key = group_key(group_by, registry)
-    members: dict[str | None, set[str]] = {}
+    members: dict[str, set[str]] = {}
     for record in registry:
-        members.setdefault(record.get(group_by), set()).add(record["elevator_id"])
+        members.setdefault(registry_group(record, group_by), set()).add(record["elevator_id"])
     trapped = entrapments(incidents)
     registered = by_id(registry)
     for i in trapped:
         if i.elevator_id not in registered:
             members.setdefault(key(i), set()).add(i.elevator_id)
-    counts: dict[str | None, int] = {}
+    counts: dict[str, int] = {}
     for i in trapped:
         counts[key(i)] = counts.get(key(i), 0) + 1
     years = (until - since) / YEAR

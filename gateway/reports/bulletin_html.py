@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from gateway.bulletin import NOT_RECORDED, UNREGISTERED, Bulletin, Figures, Ranked
-from gateway.reports import HistogramBin
+from gateway.reports._base import NOT_RECORDED, UNREGISTERED
+from gateway.reports.bulletin import Bulletin, Figures, Ranked
+from gateway.reports.rescue import HistogramBin
 
 # One stylesheet for the page and the file: the console links it, the file inlines it.
-CSS_PATH: Final = Path(__file__).parent / "web" / "static" / "bulletin.css"
+CSS_PATH: Final = Path(__file__).parent.parent / "web" / "static" / "bulletin.css"
 DASH: Final = "—"
 
 # Bilingual names of what the bulletin shows (zh, en).

@@ -10,22 +10,27 @@ faults have no arrival limit and are counted in a table of their own.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from gateway.incidents.model import Incident
 from gateway.incidents.sla import ARRIVAL_CLASSES
-from gateway.reports import HistogramBin, Registry, arrival_histogram, counted, p90
+from gateway.reports._base import (
+    GroupBy,
+    Registry,
+    counted,
+    group_key,
+    p90,
+    pct,
+    registry_group,
+    responded_at,
+)
+from gateway.reports.rescue import HistogramBin, arrival_histogram
+from gateway.store.records import Incident
 
-# Group labels for incidents whose elevator is not in the registry, or whose registry
-# record leaves the field empty: a bulletin names every group, it never prints None.
-UNREGISTERED: Final = "unregistered"
-NOT_RECORDED: Final = "not recorded"
 # An average month (365.25 / 12 days): the "per 100 elevators per month" divisor.
 MONTH: Final = timedelta(days=365.25 / 12)
-RANKED_BY: Final = ("maintenance_company", "district")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,38 +75,12 @@ class FaultRow:
     previous: int  # in the previous period
 
 
-def responded_at(incident: Incident) -> datetime | None:
-    """When the alarm was answered: the acknowledgement, or the first forward step (dispatch,
-    arrival, release, close) if that came first or none was recorded (domain.md)."""
-    steps = (
-        incident.acknowledged_at,
-        incident.dispatched_at,
-        incident.arrived_at,
-        incident.released_at,
-        incident.closed_at,
-    )
-    return min((at for at in steps if at is not None), default=None)
-
-
 def is_rescue(incident: Incident) -> bool:
     return counted(incident) and incident.incident_class in ARRIVAL_CLASSES
 
 
-def group_of(incident: Incident, field: str, registry: Mapping[str, Mapping[str, Any]]) -> str:
-    """The incident's own value (as it was when opened), else the registry's, else a label."""
-    record = registry.get(incident.elevator_id)
-    value = getattr(incident, field, None) or (record or {}).get(field)
-    if value:
-        return str(value)
-    return NOT_RECORDED if record is not None else UNREGISTERED
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
-
-
-def _pct(part: int, whole: int) -> float | None:
-    return round(100.0 * part / whole, 2) if whole else None
 
 
 def figures(
@@ -135,10 +114,10 @@ def figures(
         per_100_per_month=round(per_100, 3) if per_100 is not None else None,
         responses=len(responses),
         responded_in_time=in_time,
-        response_pct=_pct(in_time, len(responses)),
+        response_pct=pct(in_time, len(responses)),
         arrival_outcomes=len(outcomes),
         arrived_in_time=met,
-        arrival_pct=_pct(met, len(outcomes)),
+        arrival_pct=pct(met, len(outcomes)),
         arrival_avg_s=_mean(arrivals),
         arrival_p90_s=p90(arrivals),
         rescue_avg_s=_mean(on_site),
@@ -166,7 +145,7 @@ def headline(
 def ranking(
     incidents: Sequence[Incident],
     registry: Registry,
-    field: str,
+    field: GroupBy,
     since: datetime,
     until: datetime,
     as_of: datetime,
@@ -174,15 +153,14 @@ def ranking(
     """Every group (registered ones without incidents too), worst first: most breaches,
     then the lowest 30-minute arrival rate, the lowest 3-minute response rate, the longest
     average arrival, then by name."""
-    records = {r["elevator_id"]: r for r in registry}
+    key = group_key(field, registry)
     period = [i for i in incidents if since <= i.opened_at < until]
     members: dict[str, set[str]] = {}
     for record in registry:
-        label = str(record.get(field) or NOT_RECORDED)
-        members.setdefault(label, set()).add(record["elevator_id"])
+        members.setdefault(registry_group(record, field), set()).add(record["elevator_id"])
     grouped: dict[str, list[Incident]] = {}
     for i in period:
-        label = group_of(i, field, records)
+        label = key(i)
         grouped.setdefault(label, []).append(i)
         if is_rescue(i):
             members.setdefault(label, set()).add(i.elevator_id)
