@@ -323,6 +323,11 @@ class Store:
             )
             return dict(row) if row else None
 
+    def newest_incident_at(self) -> datetime | None:
+        """The latest change to any incident (None: no incident yet)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(incidents.c.updated_at))).scalar_one()
+
     def all_elevators(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(elevators)).mappings()]
