@@ -55,7 +55,6 @@ INCIDENTS = [
         at=T,
         kind="DOOR_LOCK_FAULT",
         incident_class="fault",
-        arrival=90 * MIN,
         resolution="self_recovered",
     ),
     # left out: a drill and a false alarm, both slow
@@ -136,3 +135,18 @@ def test_html_names_unregistered_and_shows_minutes_and_previous() -> None:
     assert html.count('class="bar') == 13 and 'id="limit-line"' in html
     assert bulletin_html.mmss(477.19336350000003) == "7:57"
     assert bulletin_html.mmss(4503) == "75:03"
+
+
+def test_every_report_section_names_the_unregistered_never_none() -> None:
+    groups = [g.group for g in reports.response_times(INCIDENTS, "maintenance_company", REGISTRY)]
+    assert groups == ["A", "B", UNREGISTERED]
+    assert [
+        (b.incident_id, b.maintenance_company, b.district)
+        for b in reports.breaches(INCIDENTS, REGISTRY)
+    ] == [("i3", "B", "South"), ("i4", UNREGISTERED, UNREGISTERED)]
+    rates = reports.entrapment_rate(INCIDENTS, REGISTRY, "district", SINCE, UNTIL)
+    assert {r.group for r in rates} == {"North", "South", NOT_RECORDED, UNREGISTERED}
+    # the labels are not companies: no drill is asked of them
+    assert [d.maintenance_company for d in reports.drills_missing(INCIDENTS, REGISTRY, UNTIL)] == [
+        "B"
+    ]

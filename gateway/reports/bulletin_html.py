@@ -44,6 +44,15 @@ KIND_NAMES: Final = {
 }
 
 
+STATUS_NAMES: Final = {
+    "overdue": ("已逾期", "overdue"),
+    "due": ("即将到期", "due"),
+    "unknown": ("无日期", "no date"),
+    "out_of_service": ("停用", "out of service"),
+    "offline": ("离线", "offline"),
+}
+
+
 def bilingual(zh: str, en: str) -> str:
     return f'<span lang="zh-CN">{escape(zh)}</span> <span class="en" lang="en">{escape(en)}</span>'
 
@@ -258,7 +267,7 @@ class _Column:
     field: str
     zh: str
     en: str
-    kind: str = "text"  # text, group, time, date, mmss, arrival, number, ids, kind
+    kind: str = "text"  # text, group, time, date, mmss, arrival, number, ids, kind, status
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,10 +312,11 @@ LISTS: Final = (
         _C("maintenance_company", "维保单位", "Maintenance company", "group"),
         _C("use_unit", "使用单位", "Use unit", "group"),
         _C("inspection_due", "检验到期", "Due", "date"),
-        _C("days_left", "剩余天数", "Days left", "number"), _C("status", "状态", "Status"),
+        _C("days_left", "剩余天数", "Days left", "number"),
+        _C("status", "状态", "Status", "status"),
     )),
     _List("outages-without-notice", "停用超 24 小时未公告", "Outages over 24 h without notice", (
-        _C("elevator_id", "电梯", "Elevator"), _C("reason", "原因", "Reason"),
+        _C("elevator_id", "电梯", "Elevator"), _C("reason", "原因", "Reason", "status"),
         _C("since", "停用起", "Since", "time"), _C("hours", "小时", "Hours", "number"),
     )),
     _List("drills-missing", "未按期演练（6 个月）", "Drills missing (6 months)", (
@@ -341,6 +351,9 @@ def _cell(value: Any, kind: str, zone: ZoneInfo) -> str:
         return escape(", ".join(value))
     if kind == "kind":
         return kind_name(value)
+    if kind == "status":  # an inspection's status, or an outage's reason (`fault:<code>`)
+        names = STATUS_NAMES.get(value)
+        return bilingual(*names) if names else kind_name(value.removeprefix("fault:"))
     return escape(f"{value:g}" if isinstance(value, float) else str(value))
 
 
@@ -395,7 +408,7 @@ def article(b: Bulletin, lists: dict[str, list[Any]], zone: ZoneInfo, limit_s: i
         f"{bilingual('清单截至', 'lists as of')} {local(b.as_of, zone)}</p></header>"
         f"<h2>{bilingual('主要指标', 'Headline figures')}</h2>{_headline(b)}"
         f"<h2>{bilingual('到场用时分布', 'Arrival times')}</h2>"
-        f'<figure class="chart">{_histogram(b.histogram, limit_s)}</figure>'
+        f'<figure class="histogram">{_histogram(b.histogram, limit_s)}</figure>'
         f"<h2>{bilingual('维保单位排名（差者在前）', 'Maintenance companies, worst first')}</h2>"
         + _ranking("rank-companies", "维保单位", "Maintenance company", b.companies)
         + f"<h2>{bilingual('区域排名（差者在前）', 'Districts, worst first')}</h2>"
