@@ -350,6 +350,12 @@ def test_regulator_sees_no_action_buttons_and_downloads_figures_as_csv(
     [header, *rows] = list(csv.reader(io.StringIO(saved.read_text())))
     assert header[:3] == ["group", "incidents", "arrived"]
     assert rows[0][:3] == ["Shu Lifts", "2", "1"]
+    page.emulate_media(media="print")  # the page prints as the bulletin alone
+    expect(page.locator(".topbar")).to_be_hidden()
+    expect(page.locator("#downloads")).to_be_hidden()
+    expect(page.locator("article.bulletin")).to_be_visible()
+    page.goto(url(gw, "/regulator?since=soon"))
+    expect(page.locator("main .error")).to_contain_text("since")
 
 
 def test_cookie_login_is_httponly_strict_and_posts_need_the_console_header(
