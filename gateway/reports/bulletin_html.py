@@ -162,7 +162,7 @@ _RANK_HEAD: Final = (
     ("排名", "Rank", True),
     ("", "", False),  # the group's own header, set per table
     ("电梯", "Elevators", True),
-    ("困人", "Entrapments", True),
+    ("困人及事故", "Entrapments + accidents", True),
     ("超时", "Breaches", True),
     ("30 分钟到场率", "30-min arrival", True),
     ("3 分钟响应率", "3-min response", True),
