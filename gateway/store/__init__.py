@@ -24,15 +24,15 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
-    make_url,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.inspection import inspect
 
 from gateway.store.records import Incident, ModeSample, Notice, OnlineSample, TimelineEntry
 from gateway.store.schema import (
