@@ -48,6 +48,7 @@ class ApiServer:
             _no_live,
             registry.update,
             ZoneInfo(s.timezone),
+            s.arrival_limit_s,
         )
         self._http = serve_http(context, s, self.tokens)
         log.info("api_started", store=redact_url(s.store_url), port=s.http_port)

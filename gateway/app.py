@@ -506,7 +506,7 @@ class Gateway:
         s = self.settings
         context = Context(
             self.store, self.incidents, self.clock, self.health, self.live, self.registry.update,
-            ZoneInfo(s.timezone),
+            ZoneInfo(s.timezone), s.arrival_limit_s,
         )  # fmt: skip
         try:
             self._http, self._http_thread = serve_http(context, s, self.tokens)

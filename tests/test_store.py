@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -259,3 +261,13 @@ def test_migrations_at_head_and_match_the_schema(store: Store) -> None:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
         context = MigrationContext.configure(conn)
         assert compare_metadata(context, metadata) == []
+
+
+def test_store_depends_on_no_layer_above_it() -> None:
+    """The store holds tables and queries; reports and incidents read it, never the reverse."""
+    code = (
+        "import sys, gateway.store; above = ('gateway.reports', 'gateway.incidents'); "
+        "print(sorted(m for m in sys.modules if m.startswith(above)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

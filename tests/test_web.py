@@ -328,16 +328,19 @@ def test_regulator_sees_no_action_buttons_and_downloads_figures_as_csv(
     )
     assert refused.status == 403
 
+    # The regulator page is the bulletin, as `elevator-gateway report --format html` has it.
     page.goto(url(gw, "/regulator"))
-    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
-    row = page.locator("#figures tbody tr", has_text="Shu Lifts")
+    row = page.locator("#rank-companies tbody tr", has_text="Shu Lifts")
     expect(row).to_have_count(1)
-    expect(row.locator("td").nth(1)).to_have_text("2")  # incidents
-    expect(row.locator("td").nth(2)).to_have_text("1")  # arrived
-    expect(page.locator("#chart-within svg rect.bar")).to_have_count(1)
-    expect(page.locator("#chart-arrival svg line.mark")).to_have_count(1)
-    expect(page.locator('section[data-section="inspections-due"] table')).to_be_visible()
+    expect(row.locator("td").nth(2)).to_have_text("2")  # elevators
+    expect(row.locator("td").nth(3)).to_have_text("2")  # entrapments
+    expect(row.locator("td").nth(4)).to_have_text("0")  # breaches
+    expect(page.locator('[data-figure="entrapments"] .value')).to_have_text("2")
+    expect(page.locator("#chart-arrival-histogram rect.bar")).to_have_count(13)
+    expect(page.locator("#limit-line")).to_have_count(1)
+    expect(page.locator('.list[data-section="inspections-due"] table')).to_be_visible()
     expect(page.locator("main button.act")).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     screenshot(page, "regulator")
 
     with page.expect_download() as download:
@@ -347,6 +350,12 @@ def test_regulator_sees_no_action_buttons_and_downloads_figures_as_csv(
     [header, *rows] = list(csv.reader(io.StringIO(saved.read_text())))
     assert header[:3] == ["group", "incidents", "arrived"]
     assert rows[0][:3] == ["Shu Lifts", "2", "1"]
+    page.emulate_media(media="print")  # the page prints as the bulletin alone
+    expect(page.locator(".topbar")).to_be_hidden()
+    expect(page.locator("#downloads")).to_be_hidden()
+    expect(page.locator("article.bulletin")).to_be_visible()
+    page.goto(url(gw, "/regulator?since=soon"))
+    expect(page.locator("main .error")).to_contain_text("since")
 
 
 def test_cookie_login_is_httponly_strict_and_posts_need_the_console_header(

@@ -32,6 +32,7 @@ class Context:
     live: LiveState
     registry_changed: Callable[[str, dict[str, Any]], None]
     timezone: ZoneInfo  # the deployment's zone: report periods and local dates
+    arrival_limit_s: int = 1800  # the default arrival limit, the bulletin's histogram line
 
 
 def context(request: Request) -> Context:

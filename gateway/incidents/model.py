@@ -1,91 +1,29 @@
-"""The incident as data, and its JSON form (contract §3, "Incident JSON")."""
+"""The incident as data, and its JSON form (contract §3, "Incident JSON").
+
+The dataclasses are the store's records (`gateway.store.records`), named here too so the
+incident code reads them from its own package."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from gateway.store.records import SOURCES, Incident, TimelineEntry
+
+__all__ = [
+    "RESOLUTIONS",
+    "SOURCES",
+    "STATES",
+    "Incident",
+    "TimelineEntry",
+    "iso_utc",
+    "main_incident",
+    "to_json",
+]
+
 STATES: Final = ("open", "acknowledged", "dispatched", "arrived", "released", "closed")
 RESOLUTIONS: Final = ("rescued", "false_alarm", "self_recovered", "other")
-SOURCES: Final = ("telemetry", "phone", "citizen", "property", "other")
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    at: datetime
-    what: str
-    by: str
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: str
-    elevator_id: str
-    kind: str
-    severity: str
-    incident_class: str
-    state: str
-    rule: str | None
-    source: str
-    opened_at: datetime
-    deadline_at: datetime
-    warning_at: datetime
-    ack_deadline_at: datetime
-    updated_at: datetime
-    sla: str = "pending"
-    drill: bool = False
-    # The incident this one is a companion of (a fault raised by the same episode of a
-    # trapped car): shown and alerted inside it, never as a card or alarm of its own.
-    parent_id: str | None = None
-    site: str | None = None
-    district: str | None = None
-    maintenance_company: str | None = None
-    report_deadline_at: datetime | None = None
-    acknowledged_at: datetime | None = None
-    acknowledged_by: str | None = None
-    dispatched_at: datetime | None = None
-    crew_id: str | None = None
-    arrived_at: datetime | None = None
-    arrival_reported_at: datetime | None = None
-    arrival_telemetry_at: datetime | None = None
-    released_at: datetime | None = None
-    closed_at: datetime | None = None
-    resolution: str | None = None
-    regulator_reported_at: datetime | None = None
-    warned_at: datetime | None = None
-    breach_alerted_at: datetime | None = None
-    ack_alerts: int = 0
-    report_alerted_at: datetime | None = None
-    next_due_at: datetime | None = None
-    timeline: tuple[TimelineEntry, ...] = field(default=(), compare=False)
-
-    @property
-    def is_open(self) -> bool:
-        return self.state != "closed"
-
-    @property
-    def arrival_s(self) -> float | None:
-        if self.arrived_at is None:
-            return None
-        return (self.arrived_at - self.opened_at).total_seconds()
-
-    @property
-    def arrival_evidence(self) -> str | None:
-        kinds = [
-            name
-            for name, at in (
-                ("reported", self.arrival_reported_at),
-                ("telemetry", self.arrival_telemetry_at),
-            )
-            if at is not None
-        ]
-        return "+".join(kinds) or None
-
-    def row(self) -> dict[str, Any]:
-        """The stored columns (everything but the timeline)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
 
 
 _CLASS_RANK: Final = {"entrapment": 0, "accident": 1}

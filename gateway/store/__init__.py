@@ -30,10 +30,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.inspection import inspect
 
-from gateway.incidents.model import Incident, TimelineEntry
-from gateway.reports import ModeSample, Notice, OnlineSample
+from gateway.store.records import Incident, ModeSample, Notice, OnlineSample, TimelineEntry
 from gateway.store.schema import (
     audit,
     dead_letter,
@@ -321,6 +322,11 @@ class Store:
                 .first()
             )
             return dict(row) if row else None
+
+    def newest_incident_at(self) -> datetime | None:
+        """The latest change to any incident (None: no incident yet)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(incidents.c.updated_at))).scalar_one()
 
     def all_elevators(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -639,5 +645,33 @@ class Store:
 
 def open_store(url: str) -> Store:
     engine = _engine(url)
+    migrate(engine)
+    return Store(engine)
+
+
+class StoreMissing(LookupError):
+    """A reader was pointed at a store that holds no gateway data (no file, no schema)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url).render_as_string(hide_password=True)
+        super().__init__(f"no gateway store at {self.url}")
+
+
+def open_existing_store(url: str) -> Store:
+    """`open_store` for readers (the report): a store that does not exist yet is refused,
+    never created empty. A reachable one is brought to the newest schema as usual."""
+    database = make_url(url).database
+    if url.startswith("sqlite") and (not database or not Path(database).is_file()):
+        raise StoreMissing(url)
+    engine = _engine(url)
+    try:
+        if not inspect(engine).has_table(incidents.name):
+            raise StoreMissing(url)
+    except OperationalError:
+        engine.dispose()
+        raise StoreMissing(url) from None
+    except StoreMissing:
+        engine.dispose()
+        raise
     migrate(engine)
     return Store(engine)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from gateway.api.auth import (
     ANY_ROLE,
@@ -30,9 +31,12 @@ from gateway.api.auth import (
     guarded_identify,
 )
 from gateway.api.clients import client_key
+from gateway.api.deps import Context
 from gateway.frames import ELEVATOR_ID_RE
 from gateway.incidents.model import RESOLUTIONS
-from gateway.reports import SECTIONS
+from gateway.reports import SECTIONS, PeriodError, build, gather, resolve_period
+from gateway.reports.bulletin import bulletin
+from gateway.reports.bulletin_html import article
 from gateway.web.strings import LANGUAGES, STRINGS
 
 _HERE: Final = Path(__file__).parent
@@ -189,13 +193,33 @@ def elevator(request: Request, elevator_id: str) -> Response:
 
 
 @router.get("/regulator")
-def regulator(request: Request) -> Response:
+def regulator(request: Request, since: str = "", until: str = "") -> Response:
+    """The bulletin of the period asked for, drawn here as `elevator-gateway report --format
+    html` draws it (the same article), and every section's CSV below it. The bulletin is
+    computed only once the caller is known to be allowed to see it."""
+    query = urlencode({k: v for k, v in (("since", since), ("until", until)) if v})
     return _page(
         request,
         "regulator.html",
         (ROLE_REGULATOR, ROLE_ADMIN),
-        sections=[name for name in SECTIONS if name != "response-times"],
+        sections=list(SECTIONS),
+        since=since,
+        until=until,
+        query=query,
+        bulletin=lambda: _bulletin(request.app.state.context, since or None, until or None),
     )
+
+
+def _bulletin(ctx: Context, since: str | None, until: str | None) -> tuple[Markup, str]:
+    """(the bulletin's HTML, or an error message naming the bad field)."""
+    try:
+        start, end, as_of = resolve_period(since, until, ctx.timezone, ctx.clock.now())
+    except PeriodError as exc:
+        return Markup(""), str(exc)
+    inputs = gather(ctx.store, start, end, as_of)
+    lists = build(inputs, start, end, as_of, ctx.timezone, "maintenance_company")
+    made = bulletin(inputs.incidents, inputs.registry, start, end, as_of)
+    return Markup(article(made, lists, ctx.timezone, ctx.arrival_limit_s)), ""
 
 
 @router.get("/docs")
