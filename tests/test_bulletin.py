@@ -57,7 +57,12 @@ INCIDENTS = [
         incident_class="fault",
         resolution="self_recovered",
     ),
-    # left out: a drill and a false alarm, both slow
+    # left out: a companion of i1's episode (counted with its entrapment), a drill and a
+    # false alarm, both slow
+    dataclasses.replace(
+        make_incident("c1", at=T, kind="STOP_OUTSIDE_DOOR_ZONE", incident_class="fault"),
+        parent_id="i1",
+    ),
     make_incident("d1", at=T, arrival=50 * MIN, drill=True),
     make_incident("x1", at=T, arrival=60 * MIN, resolution="false_alarm"),
     # the previous period (the 31 days before SINCE): one quick rescue, one fault

@@ -24,7 +24,11 @@ HOUR: Final = timedelta(hours=1)
 
 
 def counted(incident: Incident) -> bool:
-    return not incident.drill and incident.resolution != "false_alarm"
+    """Drills, false alarms and companions (a fault of an entrapment's episode, counted with
+    its entrapment: one episode, one incident) are in no figure."""
+    return (
+        not incident.drill and incident.resolution != "false_alarm" and incident.parent_id is None
+    )
 
 
 def responded_at(incident: Incident) -> datetime | None:
