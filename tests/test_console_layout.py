@@ -197,7 +197,7 @@ PAGES = (
     ("dispatcher", f"/elevators/{TRAPPED_ID}", 'body[data-loaded="true"]'),
     ("dispatcher", "/docs", "table tbody tr"),
     ("admin", "/fleet", 'body[data-loaded="all"]'),
-    ("regulator", "/regulator", 'body[data-loaded="true"]'),
+    ("regulator", "/regulator", "#period"),  # drawn on the server
 )
 
 
