@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import random
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -115,8 +117,8 @@ def _run_fleet(
     api_url: str,
     token: str,
     name: str,
-    stop: ProcessEvent,
-    frames_sent: multiprocessing.sharedctypes.Synchronized,  # type: ignore[name-defined]
+    stop: Any,
+    frames_sent: Any,
 ) -> None:
     """A fleet in its own process, on the same scaled clock as the gateway."""
     signal.signal(
@@ -128,7 +130,9 @@ def _run_fleet(
     fleet = Fleet(scenario, twin, MqttPublisher(broker_url, client_id=name), reporter=reporter)
     fleet.start()
     trapped = False
-    while not stop.wait(0.2):
+    parent = os.getppid()
+    while not stop.value and os.getppid() == parent:  # stopped, or the demo is gone
+        time.sleep(0.2)
         # A passenger trapped between floors in the first car caught moving with one.
         if not trapped:
             trapped = any(fleet.inject(eid, "between_floors") for eid in fleet.elevator_ids)
@@ -146,9 +150,11 @@ class Demo:
         self.clock = ScaledClock(options.speed)
         self.broker = EmbeddedBroker(self.workdir / "mosquitto")
         self._context = multiprocessing.get_context("spawn")  # no threads inherited mid-flight
-        self._stop = self._context.Event()
+        # Shared without locks: a fleet killed with the group (`timeout`, a terminal closing)
+        # while holding a lock would leave the demo's own stop waiting on it forever.
+        self._stop = self._context.Value("b", 0, lock=False)
         self._fleets: list[multiprocessing.process.BaseProcess] = []
-        self._sent = [self._context.Value("q", 0) for _ in range(2)]
+        self._sent = [self._context.Value("q", 0, lock=False) for _ in range(2)]
 
     @property
     def url(self) -> str:
@@ -189,7 +195,7 @@ class Demo:
         # The gateway first: a fleet's clean stop announces every car offline, which the
         # gateway would rightly report as offline cars (and passengers in them).
         self.gateway.stop()
-        self._stop.set()
+        self._stop.value = 1
         for process in self._fleets:
             process.join(timeout=30)
             if process.is_alive():

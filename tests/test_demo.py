@@ -1,7 +1,8 @@
 """`elevator-gateway demo` end to end, in a subprocess: it starts with its fleet registered
 (the public page of a car shows its address, the fleet lists every car), the report command
 its banner prints reads its data, an entrapment incident appears through the API within the
-promised two minutes, and SIGINT stops it with exit 0."""
+promised two minutes, and SIGTERM to its whole process group (as `timeout` or a closing
+terminal sends it, its fleet processes included) stops it with exit 0 and nothing left."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_demo_shows_an_entrapment_and_stops_cleanly(tmp_path: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--elevators", "20", "--port", str(port),
          "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=out, stderr=subprocess.STDOUT,
+        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         token = wait_for(lambda: _token(tmp_path / "demo.log"), timeout=60)
@@ -47,11 +48,29 @@ def test_demo_shows_an_entrapment_and_stops_cleanly(tmp_path: Path) -> None:
         found = wait_for(entrapments, timeout=120, interval=1)
         assert found[0]["deadline_at"] and found[0]["source"] == "telemetry"
     finally:
-        demo.send_signal(signal.SIGINT)
-        code = demo.wait(timeout=60)
+        os.killpg(demo.pid, signal.SIGTERM)
+        try:
+            code = demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # hung: fail, leaving nothing behind
+            raise
     log = (tmp_path / "demo.log").read_text(errors="replace")
     assert code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+    assert wait_for(lambda: not _alive_in_group(demo.pid), timeout=10)
+
+
+def _alive_in_group(pgid: int) -> list[str]:
+    """Processes of the group still running (zombies aside): the demo's broker, its fleets."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(stat.parent.name)
+    return alive
 
 
 def _banner_report(log: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
