@@ -9,15 +9,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway import reports
+from gateway.frames import Frame
 from gateway.incidents.model import Incident
 from gateway.reports import (
     GroupFigures,
     MaintenanceSession,
-    ModeSample,
     Notice,
-    OnlineSample,
     PeriodError,
 )
+from tests.test_episodes import online, status, track
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -270,10 +270,10 @@ def test_blacklist_rolling_12_months_365_days_count_366_do_not() -> None:
 
 
 def test_maintenance_sessions_from_telemetry() -> None:
-    def s(minutes: float, mode: str) -> ModeSample:
-        return ModeSample("E1", T0 + timedelta(minutes=minutes), mode)
+    def s(minutes: float, mode: str) -> Frame:
+        return status("E1", T0 + timedelta(minutes=minutes), mode)
 
-    samples = [
+    frames = [
         # 10 minutes exactly, maintenance then inspection: one visit
         s(0, "maintenance"), s(4, "maintenance"), s(6, "inspection"), s(10, "normal"),
         # 9 min 59 s: too short
@@ -283,7 +283,7 @@ def test_maintenance_sessions_from_telemetry() -> None:
         # still going at the end of the data
         s(200, "maintenance"), s(205, "maintenance"), s(210, "maintenance"), s(215, "maintenance"),
     ]  # fmt: skip
-    assert reports.maintenance_sessions(samples) == [
+    assert reports.maintenance_sessions(track(frames)) == [
         MaintenanceSession("E1", T0, T0 + 10 * MIN),
         MaintenanceSession("E1", T0 + 200 * MIN, T0 + 215 * MIN),
     ]
@@ -337,22 +337,24 @@ def test_inspections_due_within_30_local_days_or_overdue() -> None:
 def test_outages_over_24_hours_without_notice() -> None:
     as_of = T0
     h = timedelta(hours=1)
-    modes = [
-        ModeSample("O1", as_of - 30 * h, "normal"),
-        ModeSample("O1", as_of - 24 * h, "out_of_service"),  # exactly 24 h: not yet
-        ModeSample("O1", as_of - h, "out_of_service"),
-        ModeSample("O2", as_of - 24 * h - timedelta(seconds=1), "out_of_service"),
-        ModeSample("O3", as_of - 48 * h, "out_of_service"),  # notice posted during it
-        ModeSample("O6", as_of - 48 * h, "out_of_service"),  # planned, notice beforehand
-        ModeSample("O7", as_of - 48 * h, "out_of_service"),  # only an old notice
-        ModeSample("O8", as_of - 48 * h, "out_of_service"),  # back in service
-        ModeSample("O8", as_of - 2 * h, "normal"),
-    ]
-    online = [
-        OnlineSample("O4", as_of - 40 * h, True),
-        OnlineSample("O4", as_of - 30 * h, False),
-        OnlineSample("O4", as_of - 29 * h, False),
-    ]
+    episodes = track(
+        [
+            status("O1", as_of - 30 * h, "normal"),
+            status("O1", as_of - 24 * h, "out_of_service"),  # exactly 24 h: not yet
+            status("O1", as_of - h, "out_of_service"),
+            status("O2", as_of - 24 * h - timedelta(seconds=1), "out_of_service"),
+            status("O3", as_of - 48 * h, "out_of_service"),  # notice posted during it
+            status("O6", as_of - 48 * h, "out_of_service"),  # planned, notice beforehand
+            status("O7", as_of - 48 * h, "out_of_service"),  # only an old notice
+            status("O8", as_of - 48 * h, "out_of_service"),  # back in service
+            status("O8", as_of - 2 * h, "normal"),
+            online("O4", as_of - 40 * h, True),
+            online("O4", as_of - 30 * h, False),
+            online("O4", as_of - 29 * h, False),
+            status("O10", as_of - 30 * h, "out_of_service"),  # back after the moment looked at
+            status("O10", as_of + h, "normal"),
+        ]
+    )
     incidents = [
         make_incident(
             "f1", elevator="O5", at=as_of - 25 * h, kind="SAFETY_CIRCUIT_OPEN",
@@ -368,9 +370,10 @@ def test_outages_over_24_hours_without_notice() -> None:
         Notice("O6", as_of - 72 * h, "modernisation", expected_return_at=as_of + 24 * h),
         Notice("O7", as_of - 30 * DAY, "old", expected_return_at=as_of - 20 * DAY),
     ]
-    outages = reports.current_outages(modes, online, incidents, as_of)
+    outages = reports.current_outages(episodes, incidents, as_of)
     rows = reports.outages_without_notice(outages, notices, as_of)
     assert [(r.elevator_id, r.reason, r.hours) for r in rows] == [
+        ("O10", "out_of_service", 30.0),
         ("O2", "out_of_service", 24.0),
         ("O4", "offline", 30.0),
         ("O5", "fault:SAFETY_CIRCUIT_OPEN", 25.0),
@@ -433,19 +436,24 @@ def test_arrival_evidence() -> None:
 def test_offline_stretches_of_24_hours_or_more() -> None:
     as_of = T0
     h = timedelta(hours=1)
-    online = [
-        OnlineSample("L1", as_of - 60 * h, False),
-        OnlineSample("L1", as_of - 36 * h, True),  # exactly 24 h
-        OnlineSample("L2", as_of - 30 * h, False),
-        OnlineSample("L2", as_of - 7 * h, True),  # 23 h
-        OnlineSample("L3", as_of - 30 * h, False),  # still offline
-        OnlineSample("L4", as_of - 100 * h, False),
-        OnlineSample("L4", as_of - 50 * h, True),  # long, but before the period
-    ]
-    rows = reports.offline_stretches(online, since=as_of - 48 * h, as_of=as_of)
+    episodes = track(
+        [
+            online("L1", as_of - 60 * h, False),
+            online("L1", as_of - 36 * h, True),  # exactly 24 h
+            online("L2", as_of - 30 * h, False),
+            online("L2", as_of - 7 * h, True),  # 23 h
+            online("L3", as_of - 30 * h, False),  # still offline
+            online("L4", as_of - 100 * h, False),
+            online("L4", as_of - 50 * h, True),  # long, but before the period
+            online("L5", as_of - 30 * h, False),  # back after the moment looked at
+            online("L5", as_of + h, True),
+        ]
+    )
+    rows = reports.offline_stretches(episodes, since=as_of - 48 * h, as_of=as_of)
     assert [(r.elevator_id, r.online_at, r.hours) for r in rows] == [
         ("L1", as_of - 36 * h, 24.0),
         ("L3", None, 30.0),
+        ("L5", None, 30.0),
     ]
 
 

@@ -48,7 +48,6 @@ from gateway.reports.compliance import (
     INSPECTION_NOTICE_DAYS,
     MAINTENANCE_INTERVAL_DAYS,
     OUTAGE_NOTICE_AFTER,
-    SESSION_GAP,
     SESSION_MIN,
     SESSION_MODES,
     STOPPING_KINDS,
@@ -102,7 +101,7 @@ from gateway.reports.rescue import (
     repeated_entrapments,
     response_times,
 )
-from gateway.store.records import Incident, ModeSample, Notice, OnlineSample
+from gateway.store.records import Episode, Incident, Notice
 
 __all__ = [
     "BLACKLIST_COUNT",
@@ -117,7 +116,6 @@ __all__ = [
     "REPEAT_COUNT",
     "REPEAT_WINDOW",
     "SECTIONS",
-    "SESSION_GAP",
     "SESSION_MIN",
     "SESSION_MODES",
     "STOPPING_KINDS",
@@ -130,6 +128,7 @@ __all__ = [
     "CitizenFalseAlarms",
     "DrillMissing",
     "EntrapmentRate",
+    "Episode",
     "GroupBy",
     "GroupFigures",
     "HistogramBin",
@@ -137,10 +136,8 @@ __all__ = [
     "InspectionDue",
     "MaintenanceOverdue",
     "MaintenanceSession",
-    "ModeSample",
     "Notice",
     "OfflineStretch",
-    "OnlineSample",
     "Outage",
     "OutageWithoutNotice",
     "PeriodError",
@@ -180,7 +177,7 @@ __all__ = [
     "zone_named",
 ]
 
-# Telemetry looked back over for maintenance sessions and out-of-service runs.
+# Episodes looked back over for maintenance sessions; telemetry heard within it.
 TELEMETRY_LOOKBACK: Final = timedelta(days=31)
 
 
@@ -189,8 +186,8 @@ TELEMETRY_LOOKBACK: Final = timedelta(days=31)
 class Inputs:
     incidents: Sequence[Incident]
     registry: Registry
-    modes: Sequence[ModeSample] = ()
-    online: Sequence[OnlineSample] = ()
+    episodes: Sequence[Episode] = ()
+    heard: frozenset[str] = frozenset()  # elevators heard from within the look-back
     notices: Sequence[Notice] = ()
 
 
@@ -203,9 +200,9 @@ class Source(Protocol):
 
     def all_elevators(self) -> list[dict[str, Any]]: ...
 
-    def status_modes(self, since: datetime, until: datetime) -> list[ModeSample]: ...
+    def episodes(self, since: datetime, until: datetime) -> list[Episode]: ...
 
-    def online_changes(self, until: datetime) -> list[OnlineSample]: ...
+    def heard_since(self, since: datetime) -> set[str]: ...
 
     def outage_notices(self) -> list[Notice]: ...
 
@@ -238,8 +235,8 @@ def gather(source: Source, since: datetime, until: datetime, as_of: datetime) ->
     return Inputs(
         incidents=source.list_incidents(since=since - BLACKLIST_WINDOW, until=until, limit=10**9),
         registry=source.all_elevators(),
-        modes=source.status_modes(as_of - TELEMETRY_LOOKBACK, as_of),
-        online=source.online_changes(as_of),
+        episodes=source.episodes(min(since, as_of - TELEMETRY_LOOKBACK), as_of),
+        heard=frozenset(source.heard_since(as_of - TELEMETRY_LOOKBACK)),
         notices=source.outage_notices(),
     )
 
@@ -257,7 +254,7 @@ def build(
     everything = inputs.incidents
     period = [i for i in everything if since <= i.opened_at < until]
     registry = inputs.registry
-    outages = current_outages(inputs.modes, inputs.online, everything, as_of)
+    outages = current_outages(inputs.episodes, everything, as_of)
     return {
         "response-times": response_times(period, group_by, registry),
         "monthly-trend": monthly_trend(period, zone),
@@ -267,7 +264,7 @@ def build(
         "repeated-entrapments": repeated_entrapments(period),
         "causes": causes(period),
         "maintenance-overdue": maintenance_overdue(
-            registry, maintenance_sessions(inputs.modes), as_of, zone
+            registry, maintenance_sessions(inputs.episodes), as_of, zone
         ),
         "inspections-due": inspections_due(registry, as_of, zone),
         "outages-without-notice": outages_without_notice(outages, inputs.notices, as_of),
@@ -275,8 +272,8 @@ def build(
         "blacklist-candidates": blacklist_candidates(everything, ending_from=since),
         "drills-missing": drills_missing(everything, registry, as_of),
         "arrival-evidence": arrival_evidence(period, group_by, registry),
-        "offline-stretches": offline_stretches(inputs.online, since, as_of),
+        "offline-stretches": offline_stretches(inputs.episodes, since, as_of),
         "sources": by_source(period),
-        "without-telemetry": without_telemetry(registry, inputs.modes, inputs.online),
+        "without-telemetry": without_telemetry(registry, inputs.heard),
         "citizen-false-alarms": citizen_false_alarms(period),
     }

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import groupby
-from typing import Any, Final
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from gateway.reports._base import (
@@ -19,7 +19,7 @@ from gateway.reports._base import (
     group_key,
     local_date,
 )
-from gateway.store.records import Incident, ModeSample, Notice, OnlineSample
+from gateway.store.records import Episode, Incident, Notice
 
 BLACKLIST_WINDOW: Final = timedelta(days=365)
 BLACKLIST_COUNT: Final = 2
@@ -27,10 +27,9 @@ DRILL_INTERVAL: Final = timedelta(days=183)
 MAINTENANCE_INTERVAL_DAYS: Final = 15
 INSPECTION_NOTICE_DAYS: Final = 30
 OUTAGE_NOTICE_AFTER: Final = timedelta(hours=24)
-# A maintenance visit seen in telemetry: a `maintenance`/`inspection` run at least this long;
-# a silence longer than SESSION_GAP ends the run at its last frame (we cannot see past it).
+# A maintenance visit seen in telemetry: a `maintenance`/`inspection` session at least this
+# long (a silence ends a session: see gateway/episodes.py).
 SESSION_MIN: Final = timedelta(minutes=10)
-SESSION_GAP: Final = timedelta(minutes=5)
 SESSION_MODES: Final = ("maintenance", "inspection")
 # Faults that leave the car stopped until someone repairs it (domain.md, "Outage notice").
 STOPPING_KINDS: Final = frozenset(
@@ -113,28 +112,28 @@ class DrillMissing:
 
 
 def maintenance_sessions(
-    samples: Iterable[ModeSample], minimum: timedelta = SESSION_MIN, gap: timedelta = SESSION_GAP
+    episodes: Iterable[Episode], minimum: timedelta = SESSION_MIN
 ) -> list[MaintenanceSession]:
-    """Runs of `maintenance`/`inspection` frames lasting >= `minimum`. A run ends at the
-    first frame in another mode, or at its own last frame when the device then falls silent
-    for more than `gap`."""
-    sessions = []
-    ordered = sorted(samples, key=lambda s: (s.elevator_id, s.at))
-    for elevator_id, group in groupby(ordered, key=lambda s: s.elevator_id):
-        start: datetime | None = None
-        last = datetime.min
-        for s in group:
-            on = s.mode in SESSION_MODES
-            if start is not None and (not on or s.at - last > gap):
-                end = s.at if s.at - last <= gap else last
-                if end - start >= minimum:
-                    sessions.append(MaintenanceSession(elevator_id, start, end))
-                start = None
-            if on:
-                start = start or s.at
-                last = s.at
-        if start is not None and last - start >= minimum:
-            sessions.append(MaintenanceSession(elevator_id, start, last))
+    """`maintenance`/`inspection` episodes lasting >= `minimum`, one straight after the other
+    (the mode switched between them) taken as one. One still open ends at its last frame."""
+    sessions: list[MaintenanceSession] = []
+    ordered = sorted(
+        (e for e in episodes if e.kind in SESSION_MODES),
+        key=lambda e: (e.elevator_id, e.started_at),
+    )
+    for elevator_id, group in groupby(ordered, key=lambda e: e.elevator_id):
+        runs: list[list[datetime]] = []
+        for e in group:
+            end = e.ended_at or e.last_seen_at
+            if runs and runs[-1][1] == e.started_at:
+                runs[-1][1] = end
+            else:
+                runs.append([e.started_at, end])
+        sessions += [
+            MaintenanceSession(elevator_id, start, end)
+            for start, end in runs
+            if end - start >= minimum
+        ]
     return sessions
 
 
@@ -201,34 +200,18 @@ def inspections_due(
     return rows
 
 
-def _trailing_run_start(samples: Sequence[Any], holds: Callable[[Any], bool]) -> datetime | None:
-    """When the run of samples for which `holds` is true, ending at the newest, began."""
-    start = None
-    for s in reversed(samples):
-        if not holds(s):
-            break
-        start = s.at
-    return start
-
-
 def current_outages(
-    modes: Iterable[ModeSample],
-    online: Iterable[OnlineSample],
-    incidents: Iterable[Incident],
-    as_of: datetime,
+    episodes: Iterable[Episode], incidents: Iterable[Incident], as_of: datetime
 ) -> list[Outage]:
-    """Elevators stopped at `as_of`: newest frames in `out_of_service` mode, device offline,
-    or an open incident of the accident class or a stopping fault (`STOPPING_KINDS`)."""
-    outages = []
-    for reason, samples, holds in (
-        ("out_of_service", modes, lambda s: s.mode == "out_of_service"),
-        ("offline", online, lambda s: not s.online),
-    ):
-        ordered = sorted((s for s in samples if s.at <= as_of), key=lambda s: (s.elevator_id, s.at))
-        for elevator_id, group in groupby(ordered, key=lambda s: s.elevator_id):
-            since = _trailing_run_start(list(group), holds)
-            if since is not None:
-                outages.append(Outage(elevator_id, reason, since))
+    """Elevators stopped at `as_of`: an `out_of_service` or `offline` episode open then, or
+    an open incident of the accident class or a stopping fault (`STOPPING_KINDS`)."""
+    outages = [
+        Outage(e.elevator_id, e.kind, e.started_at)
+        for e in episodes
+        if e.kind in ("out_of_service", "offline")
+        and e.started_at <= as_of
+        and (e.ended_at is None or e.ended_at > as_of)
+    ]
     outages += [
         Outage(i.elevator_id, f"fault:{i.kind}", i.opened_at)
         for i in incidents

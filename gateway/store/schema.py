@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -210,4 +211,30 @@ gateway_members = Table(
     Column("group_name", String(64), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Index("ix_gateway_members_group", "group_name", "expires_at"),
+)
+
+# Each elevator's episodes, recorded from the stream as they happen (gateway/episodes.py):
+# spans in one state (`ended_at` null while open) and moments (`alarm_test`). Never pruned:
+# they are the compliance record, whatever the telemetry retention.
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    UniqueConstraint("elevator_id", "kind", "started_at", name="ux_episodes_start"),
+    Index("ix_episodes_started", "started_at"),
+    Index("ix_episodes_ended", "ended_at"),
+)
+
+# When each elevator was last heard from (any frame), to a day: which registered
+# elevators send no telemetry at all, whatever the time-series store.
+telemetry_heard = Table(
+    "telemetry_heard",
+    metadata,
+    Column("elevator_id", String(64), primary_key=True),
+    Column("heard_at", UtcDateTime, nullable=False),
 )
