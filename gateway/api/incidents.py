@@ -31,6 +31,7 @@ class ReportBody(_Body):
     source: Literal["phone", "citizen", "property", "other"]
     reported_at: AwareDatetime | None = None
     note: Annotated[str, Field(max_length=2000)] | None = None
+    drill: bool = False  # addition: an exercise, excluded from every figure
 
 
 class AcknowledgeBody(_Body):
@@ -101,12 +102,13 @@ def report_incident(
     body: ReportBody, response: Response, ctx: Ctx, caller: Dispatcher
 ) -> dict[str, Any]:
     """A person reports an entrapment or fault; joins an open incident of that elevator and
-    kind (200) or opens one (201). The earlier time starts the clock."""
+    kind (200) or opens one (201). The earlier time starts the clock. With `drill`, an
+    exercise: its own incident, run like any other, left out of every figure."""
     now = ctx.clock.now()
     reported_at = not_in_future(ctx, "reported_at", body.reported_at)
     incident, created = ctx.service.report(
         elevator_id=body.elevator_id, kind=body.kind, source=body.source,
-        reported_at=reported_at, note=body.note, by=caller.name, now=now,
+        reported_at=reported_at, note=body.note, by=caller.name, now=now, drill=body.drill,
     )  # fmt: skip
     audit(ctx, caller, "report", incident.id, body.model_dump(mode="json"))
     if not created:

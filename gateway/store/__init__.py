@@ -159,6 +159,12 @@ def _outbox_messages(conn: Connection, query: Any) -> list[OutboxMessage]:
     return [OutboxMessage(*(r[c] for c in columns)) for r in conn.execute(query).mappings()]
 
 
+def _open_key(elevator_id: str, kind: str, drill: bool) -> str:
+    """One open incident per elevator and kind, and apart from it one drill: a drill never
+    joins a real alarm, nor a real alarm a drill."""
+    return f"{elevator_id}|{kind}" + ("|drill" if drill else "")
+
+
 def _lock(conn: Connection, key: int, *, wait: bool) -> bool:
     """Take a transaction-scoped lock across processes; SQLite has a single writer anyway."""
     if conn.dialect.name != "postgresql":
@@ -537,11 +543,15 @@ class Store:
             )
             return self._with_timeline(conn, [row])[0] if row else None
 
-    def find_open_incident(self, elevator_id: str, kind: str) -> Incident | None:
+    def find_open_incident(
+        self, elevator_id: str, kind: str, drill: bool = False
+    ) -> Incident | None:
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    select(incidents).where(incidents.c.open_key == f"{elevator_id}|{kind}")
+                    select(incidents).where(
+                        incidents.c.open_key == _open_key(elevator_id, kind, drill)
+                    )
                 )
                 .mappings()
                 .first()
@@ -610,8 +620,9 @@ class Store:
 
     @staticmethod
     def _incident_row(incident: Incident) -> dict[str, Any]:
-        open_key = f"{incident.elevator_id}|{incident.kind}" if incident.is_open else None
-        return incident.row() | {"open_key": open_key}
+        i = incident
+        open_key = _open_key(i.elevator_id, i.kind, i.drill) if i.is_open else None
+        return i.row() | {"open_key": open_key}
 
     @staticmethod
     def _add_timeline(conn: Connection, incident_id: str, entries: Sequence[TimelineEntry]) -> None:

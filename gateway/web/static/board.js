@@ -116,6 +116,7 @@ function fill(card, { incident, elevator }) {
   q(".company").textContent = show(incident.maintenance_company || elevator.maintenance_company);
   q(".crew").textContent = show(incident.crew_id);
   q(".state").textContent = t("state_" + incident.state, incident.state);
+  q(".drill-flag").hidden = !incident.drill;
   card.dataset.state = incident.state;
   card.dataset.kind = incident.kind;
   card.classList.toggle("flash", unacknowledged(incident));
@@ -258,6 +259,20 @@ if (canAct) {
     if (next) act(next);
   });
 }
+
+// A drill: an entrapment exercise on one elevator, run like any other incident and left out
+// of every figure; its card comes back on the event stream like any other.
+document.getElementById("drill")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("drill-elevator");
+  const body = { elevator_id: input.value.trim(), kind: "entrapment", source: "other", drill: true };
+  try {
+    await api("POST", "/api/incidents", body);
+    input.value = "";
+  } catch (error) {
+    toast(`${t("action_failed")}: ${error.message}`);
+  }
+});
 
 connect();
 
