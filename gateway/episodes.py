@@ -2,7 +2,8 @@
 
 An episode is a span of one elevator in one state: a `maintenance` or `inspection` session
 and `out_of_service` (the car's `mode`), `power_loss` (`power` battery or off), `offline`
-(its device's `online` 0, until 1). The compliance lists read these rows, so they answer
+(its device's `online` 0, until 1); or a moment: `alarm_test` (an `ALARM_TEST` event raised,
+the alarm device's automatic test call). The compliance lists read these rows, so they answer
 the same whatever the time-series store (embedded, InfluxDB, VictoriaMetrics).
 
 `Tracker` keeps the open episodes in memory and changes something only when a state
@@ -11,7 +12,7 @@ thread (off the pipeline's) and writes its changes once per batch, before the ba
 acknowledged; it starts from the open episodes in the store, so an episode open at a crash
 goes on, or is closed, from the next frames, and a replayed frame rewrites the same row.
 
-Times: status frames at device time, as the telemetry stores them (a backlog the broker
+Times: status and event frames at device time, as the telemetry stores them (a backlog the broker
 kept across a restart keeps its times); `online` changes at receive time.
 """
 
@@ -24,7 +25,7 @@ from typing import Final
 
 import structlog
 
-from gateway.frames import Frame, StatusBody
+from gateway.frames import EventBody, Frame, StatusBody
 from gateway.store import Store
 from gateway.store.records import Episode
 
@@ -80,7 +81,7 @@ class Tracker:
         if body is None:
             return self._online(frame.elevator_id, bool(frame.online), frame.received_at)
         if type(body) is not StatusBody:
-            return []
+            return self._event(frame.elevator_id, body)
         shown = _SHOWN[body.mode, body.power]
         car = self._open.get(frame.elevator_id)
         if car is None and not shown:
@@ -110,6 +111,12 @@ class Tracker:
             changed.append(car[kind])
         self._settle(eid, car, at)
         return changed
+
+    @staticmethod
+    def _event(eid: str, body: EventBody) -> list[Episode]:
+        if body.code == "ALARM_TEST" and body.state == "raised":
+            return [Episode(eid, "alarm_test", body.ts, body.ts, body.ts)]
+        return []
 
     def _online(self, eid: str, online: bool, at: datetime) -> list[Episode]:
         car = self._open.get(eid, {})

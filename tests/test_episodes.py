@@ -11,7 +11,7 @@ from gateway.episodes import Recorder, Tracker
 from gateway.frames import Frame, decode
 from gateway.store import open_store
 from gateway.store.records import Episode
-from tests.conftest import status_frame
+from tests.conftest import event_frame, status_frame
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -22,6 +22,13 @@ def status(elevator_id: str, at: datetime, mode: str = "normal", power: str = "m
     """A status frame sent at `at` (device time) and received then."""
     payload = status_frame(elevator_id, next(_seq), ts=at.isoformat(), mode=mode, power=power)
     frame = decode(f"elevators/{elevator_id}/status", payload, at)
+    assert isinstance(frame, Frame), frame
+    return frame
+
+
+def alarm_test(elevator_id: str, at: datetime) -> Frame:
+    payload = event_frame(elevator_id, next(_seq), "ALARM_TEST", ts=at.isoformat())
+    frame = decode(f"elevators/{elevator_id}/event", payload, at)
     assert isinstance(frame, Frame), frame
     return frame
 
@@ -110,3 +117,11 @@ def test_recorded_across_a_restart_as_one_session(store_url: str, prefix: str) -
     assert mine(store.open_episodes()) == [Episode(r2, "offline", T0, None, T0)]
     assert {e for e in store.heard_since(T0 + MIN) if e.startswith(prefix)} == {r1}
     store.close()
+
+
+def test_an_alarm_self_test_is_a_moment() -> None:
+    cleared = decode(
+        "elevators/A1/event", event_frame("A1", 2, "ALARM_TEST", "cleared", ts=T0.isoformat()), T0
+    )
+    assert isinstance(cleared, Frame)
+    assert track([alarm_test("A1", T0), cleared]) == [Episode("A1", "alarm_test", T0, T0, T0)]

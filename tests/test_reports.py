@@ -17,7 +17,7 @@ from gateway.reports import (
     Notice,
     PeriodError,
 )
-from tests.test_episodes import online, status, track
+from tests.test_episodes import alarm_test, online, status, track
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -399,6 +399,27 @@ def test_accidents_without_a_report_within_1_hour() -> None:
     assert [(r.incident_id, r.regulator_reported_at) for r in rows] == [
         ("at_the_hour", T0 + 60 * MIN),
         ("never", None),
+    ]
+
+
+def test_alarm_self_tests_missing_over_72_hours() -> None:
+    as_of = T0
+    h = timedelta(hours=1)
+    registry = [{"elevator_id": e, "maintenance_company": "A"} for e in ("A1", "A2", "A3", "A4")]
+    episodes = track(
+        [
+            alarm_test("A1", as_of - 73 * h),  # listed
+            alarm_test("A2", as_of - 71 * h),  # not
+            alarm_test("A3", as_of - 72 * h),  # exactly 72 h: on time
+            alarm_test("A3", as_of - 100 * h),
+            alarm_test("A4", as_of + h),  # none by `as_of`: listed as never
+            alarm_test("U1", as_of - 100 * h),  # not registered: not listed
+        ]
+    )
+    rows = reports.alarm_tests_missing(registry, episodes, as_of)
+    assert [(r.elevator_id, r.last_test_at, r.hours_since) for r in rows] == [
+        ("A1", as_of - 73 * h, 73.0),
+        ("A4", None, None),
     ]
 
 

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.api.auth import ANY_ROLE, ROLE_ADMIN, Caller, require
 from gateway.api.deps import Context, audit, context
 from gateway.frames import ELEVATOR_ID_RE
-from gateway.incidents.model import to_json
+from gateway.incidents.model import iso_utc, to_json
 from gateway.incidents.service import NotFound
+from gateway.reports import TELEMETRY_LOOKBACK, alarm_tests_missing
 
 router = APIRouter(prefix="/api/elevators", tags=["registry"])
 
@@ -42,7 +43,8 @@ class RegistryRecord(BaseModel):
 def get_elevator(
     elevator_id: ElevatorIdPath, ctx: Ctx, _caller: Annotated[Caller, Depends(require(*ANY_ROLE))]
 ) -> dict[str, Any]:
-    """Registry record plus live state (last frame, online, open incidents)."""
+    """Registry record plus live state (last frame, online, open incidents) and the alarm
+    device's last self-test (`ALARM_TEST`; overdue after 72 h)."""
     record = ctx.store.get_elevator(elevator_id)
     live = ctx.live(elevator_id)
     known = (
@@ -54,6 +56,13 @@ def get_elevator(
         {k: v for k, v in (record or {}).items() if k in RegistryRecord.model_fields}
     ).model_dump(mode="json")
     incidents = ctx.store.open_incidents_of(elevator_id)
+    now = ctx.clock.now()
+    tests = [
+        e
+        for e in ctx.store.episodes(now - TELEMETRY_LOOKBACK, now, elevator_id)
+        if e.kind == "alarm_test"
+    ]
+    last_test = max((e.started_at for e in tests if e.started_at <= now), default=None)
     return {
         "elevator_id": elevator_id,
         "registered": record is not None,
@@ -61,6 +70,9 @@ def get_elevator(
         **live,
         "open_incident": to_json(incidents[0]) if incidents else None,
         "open_incidents": [i.id for i in incidents],
+        # additions
+        "last_alarm_test_at": iso_utc(last_test),
+        "alarm_test_overdue": bool(alarm_tests_missing([{"elevator_id": elevator_id}], tests, now)),
     }
 
 

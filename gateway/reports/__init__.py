@@ -42,6 +42,7 @@ from gateway.reports._base import (
     zone_named,
 )
 from gateway.reports.compliance import (
+    ALARM_TEST_INTERVAL,
     BLACKLIST_COUNT,
     BLACKLIST_WINDOW,
     DRILL_INTERVAL,
@@ -52,6 +53,7 @@ from gateway.reports.compliance import (
     SESSION_MODES,
     STOPPING_KINDS,
     AccidentUnreported,
+    AlarmTestMissing,
     BlacklistCandidate,
     DrillMissing,
     InspectionDue,
@@ -60,6 +62,7 @@ from gateway.reports.compliance import (
     Outage,
     OutageWithoutNotice,
     accidents_unreported,
+    alarm_tests_missing,
     blacklist_candidates,
     current_outages,
     drills_missing,
@@ -104,6 +107,7 @@ from gateway.reports.rescue import (
 from gateway.store.records import Episode, Incident, Notice
 
 __all__ = [
+    "ALARM_TEST_INTERVAL",
     "BLACKLIST_COUNT",
     "BLACKLIST_WINDOW",
     "DRILL_INTERVAL",
@@ -121,6 +125,7 @@ __all__ = [
     "STOPPING_KINDS",
     "TELEMETRY_LOOKBACK",
     "AccidentUnreported",
+    "AlarmTestMissing",
     "ArrivalEvidence",
     "BlacklistCandidate",
     "Breach",
@@ -147,6 +152,7 @@ __all__ = [
     "SourceFigures",
     "WithoutTelemetry",
     "accidents_unreported",
+    "alarm_tests_missing",
     "arrival_evidence",
     "arrival_histogram",
     "blacklist_candidates",
@@ -222,6 +228,7 @@ SECTIONS: Final[dict[str, type]] = {
     "accidents-unreported": AccidentUnreported,
     "blacklist-candidates": BlacklistCandidate,
     "drills-missing": DrillMissing,
+    "alarm-tests-missing": AlarmTestMissing,
     "arrival-evidence": ArrivalEvidence,
     "offline-stretches": OfflineStretch,
     "sources": SourceFigures,
@@ -271,6 +278,7 @@ def build(
         "accidents-unreported": accidents_unreported(period, as_of),
         "blacklist-candidates": blacklist_candidates(everything, ending_from=since),
         "drills-missing": drills_missing(everything, registry, as_of),
+        "alarm-tests-missing": alarm_tests_missing(registry, inputs.episodes, as_of),
         "arrival-evidence": arrival_evidence(period, group_by, registry),
         "offline-stretches": offline_stretches(inputs.episodes, since, as_of),
         "sources": by_source(period),

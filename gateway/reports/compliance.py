@@ -27,6 +27,8 @@ DRILL_INTERVAL: Final = timedelta(days=183)
 MAINTENANCE_INTERVAL_DAYS: Final = 15
 INSPECTION_NOTICE_DAYS: Final = 30
 OUTAGE_NOTICE_AFTER: Final = timedelta(hours=24)
+# EN 81-28: the alarm device places an automatic test call at least every 3 days.
+ALARM_TEST_INTERVAL: Final = timedelta(hours=72)
 # A maintenance visit seen in telemetry: a `maintenance`/`inspection` session at least this
 # long (a silence ends a session: see gateway/episodes.py).
 SESSION_MIN: Final = timedelta(minutes=10)
@@ -58,6 +60,14 @@ class MaintenanceOverdue:
     telemetry_last_session_at: datetime | None
     last_visit: date | None
     days_since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTestMissing:
+    elevator_id: str
+    maintenance_company: str | None
+    last_test_at: datetime | None  # within the episodes read (31 days back)
+    hours_since: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +181,29 @@ def maintenance_overdue(
                     last_visit,
                     days,
                 )
+            )
+    return rows
+
+
+def alarm_tests_missing(
+    registry: Registry,
+    episodes: Iterable[Episode],
+    as_of: datetime,
+    interval: timedelta = ALARM_TEST_INTERVAL,
+) -> list[AlarmTestMissing]:
+    """Registered elevators whose alarm device's last `alarm_test` (at or before `as_of`) is
+    more than `interval` before it, or that have none; exactly `interval` is on time."""
+    last: dict[str, datetime] = {}
+    for e in episodes:
+        if e.kind == "alarm_test" and e.started_at <= as_of:
+            last[e.elevator_id] = max(last.get(e.elevator_id, e.started_at), e.started_at)
+    rows = []
+    for r in sorted(registry, key=lambda r: r["elevator_id"]):
+        tested = last.get(r["elevator_id"])
+        if tested is None or as_of - tested > interval:
+            hours = round((as_of - tested) / HOUR, 2) if tested is not None else None
+            rows.append(
+                AlarmTestMissing(r["elevator_id"], r.get("maintenance_company"), tested, hours)
             )
     return rows
 

@@ -95,13 +95,14 @@ class Notice:
 
 # What the gateway records of each elevator from the stream (gateway/episodes.py).
 EPISODE_KINDS: Final = (
-    "maintenance", "inspection", "out_of_service", "offline", "power_loss"
+    "maintenance", "inspection", "out_of_service", "offline", "power_loss", "alarm_test"
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Episode:
-    """A span of one elevator in one state. `ended_at` is None while it lasts;
+    """A span of one elevator in one state, or a moment (`alarm_test`: started = ended).
+    `ended_at` is None while it lasts;
     `last_seen_at` is the newest frame known in it (to within a minute while it is open),
     where a session that fell silent ends."""
 

@@ -227,6 +227,7 @@ episodes = Table(
     Column("last_seen_at", UtcDateTime, nullable=False),
     UniqueConstraint("elevator_id", "kind", "started_at", name="ux_episodes_start"),
     Index("ix_episodes_started", "started_at"),
+    Index("ix_episodes_elevator", "elevator_id", "started_at"),
     Index("ix_episodes_ended", "ended_at"),
 )
 

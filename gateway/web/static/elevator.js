@@ -22,7 +22,10 @@ async function loadLive() {
     online: yesNo(e.online), floor: show(body.floor), door: show(body.door), mode: show(body.mode),
     occupied: yesNo(body.occupied), moving: yesNo(body.moving), power: show(body.power),
     last_frame: e.last_frame ? dateTime(e.last_frame.received_at) : "—",
+    alarm_test: (e.last_alarm_test_at ? dateTime(e.last_alarm_test_at) : t("never")) +
+      (e.alarm_test_overdue ? ` · ${t("alarm_test_overdue")}` : ""),
   });
+  document.querySelector('#live dd[data-key="alarm_test"]').classList.toggle("bad", e.alarm_test_overdue);
   return e;
 }
 

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("elevator_id", "kind", "started_at", name="ux_episodes_start"),
     )
     op.create_index("ix_episodes_started", "episodes", ["started_at"])
+    op.create_index("ix_episodes_elevator", "episodes", ["elevator_id", "started_at"])
     op.create_index("ix_episodes_ended", "episodes", ["ended_at"])
     op.create_table(
         "telemetry_heard",
