@@ -13,6 +13,7 @@ from gateway.frames import Frame
 from gateway.incidents.model import Incident
 from gateway.reports import (
     GroupFigures,
+    MaintenanceRecord,
     MaintenanceSession,
     Notice,
     PeriodError,
@@ -313,6 +314,22 @@ def test_maintenance_overdue_after_15_local_days() -> None:
     ]
     assert rows[0].maintenance_company == "A"
     assert rows[2].telemetry_last_session_at == visit - DAY
+
+
+def test_reported_maintenance_counts_and_is_flagged_without_a_session() -> None:
+    as_of = datetime(2026, 3, 20, 4, 0, tzinfo=UTC)
+    registry = [{"elevator_id": e, "last_maintenance": date(2026, 1, 1)} for e in ("R1", "R2")]
+    seen = MaintenanceSession("R1", as_of - 3 * DAY - 50 * MIN, as_of - 3 * DAY - 20 * MIN)
+    records = [
+        MaintenanceRecord("R1", as_of - 3 * DAY, "A", "Li", ("brakes",), 30),  # the session an
+        # hour (less 10 min) before it backs it
+        MaintenanceRecord("R1", as_of - 2 * DAY, "A", "Li", (), 30),  # no session
+        MaintenanceRecord("R1", as_of - 30 * DAY, "A", "Li", (), 30),  # before the period
+    ]
+    rows = reports.maintenance_overdue(registry, [seen], as_of, SHANGHAI, records=records)
+    assert [r.elevator_id for r in rows] == ["R2"]  # R1's reported visit counts
+    only = reports.maintenance_reported_only(records, [seen], as_of - 7 * DAY, as_of)
+    assert [(r.elevator_id, r.at) for r in only] == [("R1", as_of - 2 * DAY)]
 
 
 def test_inspections_due_within_30_local_days_or_overdue() -> None:

@@ -6,14 +6,22 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import ANY_ROLE, ROLE_ADMIN, Caller, require
-from gateway.api.deps import Context, audit, context
+from gateway.api.deps import Context, audit, context, not_in_future
 from gateway.frames import ELEVATOR_ID_RE
 from gateway.incidents.model import iso_utc, to_json
 from gateway.incidents.service import NotFound
-from gateway.reports import TELEMETRY_LOOKBACK, alarm_tests_missing
+from gateway.reports import (
+    TELEMETRY_LOOKBACK,
+    alarm_tests_missing,
+    backed,
+    maintenance_sessions,
+    record_window,
+)
+from gateway.reports import to_json as to_rows
+from gateway.store.records import MaintenanceRecord
 
 router = APIRouter(prefix="/api/elevators", tags=["registry"])
 
@@ -74,6 +82,41 @@ def get_elevator(
         "last_alarm_test_at": iso_utc(last_test),
         "alarm_test_overdue": bool(alarm_tests_missing([{"elevator_id": elevator_id}], tests, now)),
     }
+
+
+class MaintenanceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: AwareDatetime | None = None  # when the visit began; default now
+    company: Short = Field(min_length=1)
+    technician: Short = Field(min_length=1)
+    items: list[Short] = Field(default_factory=list, max_length=100)
+    duration_min: int = Field(ge=1, le=24 * 60)
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+@router.post("/{elevator_id}/maintenance", status_code=201)
+def post_maintenance(
+    elevator_id: ElevatorIdPath,
+    body: MaintenanceBody,
+    ctx: Ctx,
+    caller: Annotated[Caller, Depends(require(ROLE_ADMIN))],
+) -> dict[str, Any]:
+    """Record a maintenance visit as the maintenance unit reports it. `telemetry_backed`
+    says whether a telemetry session of the elevator overlaps it (give or take an hour);
+    one that none backs is listed in `maintenance-reported-only`."""
+    record = MaintenanceRecord(
+        elevator_id, not_in_future(ctx, "at", body.at), body.company, body.technician,
+        tuple(body.items), body.duration_min, body.note,
+    )  # fmt: skip
+    record_id = ctx.store.add_maintenance_record(record, ctx.clock.now(), caller.name)
+    audit(ctx, caller, "maintenance_record", elevator_id, body.model_dump(mode="json"))
+    return {"id": record_id, **to_rows([record])[0], "telemetry_backed": _backed(ctx, record)}
+
+
+def _backed(ctx: Context, record: MaintenanceRecord) -> bool:
+    episodes = ctx.store.episodes(*record_window(record), record.elevator_id)
+    return backed(record, maintenance_sessions(episodes))
 
 
 @router.put("/{elevator_id}")

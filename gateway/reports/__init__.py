@@ -49,6 +49,7 @@ from gateway.reports.compliance import (
     INSPECTION_NOTICE_DAYS,
     MAINTENANCE_INTERVAL_DAYS,
     OUTAGE_NOTICE_AFTER,
+    RECORD_MATCH_SLACK,
     SESSION_MIN,
     SESSION_MODES,
     STOPPING_KINDS,
@@ -58,18 +59,22 @@ from gateway.reports.compliance import (
     DrillMissing,
     InspectionDue,
     MaintenanceOverdue,
+    MaintenanceReportedOnly,
     MaintenanceSession,
     Outage,
     OutageWithoutNotice,
     accidents_unreported,
     alarm_tests_missing,
+    backed,
     blacklist_candidates,
     current_outages,
     drills_missing,
     inspections_due,
     maintenance_overdue,
+    maintenance_reported_only,
     maintenance_sessions,
     outages_without_notice,
+    record_window,
 )
 from gateway.reports.quality import (
     LONG_OFFLINE,
@@ -104,7 +109,7 @@ from gateway.reports.rescue import (
     repeated_entrapments,
     response_times,
 )
-from gateway.store.records import Episode, Incident, Notice
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice
 
 __all__ = [
     "ALARM_TEST_INTERVAL",
@@ -117,6 +122,7 @@ __all__ = [
     "LONG_OFFLINE",
     "MAINTENANCE_INTERVAL_DAYS",
     "OUTAGE_NOTICE_AFTER",
+    "RECORD_MATCH_SLACK",
     "REPEAT_COUNT",
     "REPEAT_WINDOW",
     "SECTIONS",
@@ -140,6 +146,8 @@ __all__ = [
     "Inputs",
     "InspectionDue",
     "MaintenanceOverdue",
+    "MaintenanceRecord",
+    "MaintenanceReportedOnly",
     "MaintenanceSession",
     "Notice",
     "OfflineStretch",
@@ -155,6 +163,7 @@ __all__ = [
     "alarm_tests_missing",
     "arrival_evidence",
     "arrival_histogram",
+    "backed",
     "blacklist_candidates",
     "breaches",
     "build",
@@ -169,11 +178,13 @@ __all__ = [
     "inspections_due",
     "local_date",
     "maintenance_overdue",
+    "maintenance_reported_only",
     "maintenance_sessions",
     "monthly_trend",
     "offline_stretches",
     "outages_without_notice",
     "p90",
+    "record_window",
     "repeated_entrapments",
     "resolve_period",
     "response_times",
@@ -195,6 +206,7 @@ class Inputs:
     episodes: Sequence[Episode] = ()
     heard: frozenset[str] = frozenset()  # elevators heard from within the look-back
     notices: Sequence[Notice] = ()
+    records: Sequence[MaintenanceRecord] = ()
 
 
 class Source(Protocol):
@@ -212,6 +224,8 @@ class Source(Protocol):
 
     def outage_notices(self) -> list[Notice]: ...
 
+    def maintenance_records(self, since: datetime | None) -> list[MaintenanceRecord]: ...
+
 
 # -- the whole report ----------------------------------------------------------------------
 SECTIONS: Final[dict[str, type]] = {
@@ -223,6 +237,7 @@ SECTIONS: Final[dict[str, type]] = {
     "repeated-entrapments": RepeatedEntrapments,
     "causes": Cause,
     "maintenance-overdue": MaintenanceOverdue,
+    "maintenance-reported-only": MaintenanceReportedOnly,
     "inspections-due": InspectionDue,
     "outages-without-notice": OutageWithoutNotice,
     "accidents-unreported": AccidentUnreported,
@@ -245,6 +260,7 @@ def gather(source: Source, since: datetime, until: datetime, as_of: datetime) ->
         episodes=source.episodes(min(since, as_of - TELEMETRY_LOOKBACK), as_of),
         heard=frozenset(source.heard_since(as_of - TELEMETRY_LOOKBACK)),
         notices=source.outage_notices(),
+        records=source.maintenance_records(since=min(since, as_of - TELEMETRY_LOOKBACK)),
     )
 
 
@@ -262,6 +278,7 @@ def build(
     period = [i for i in everything if since <= i.opened_at < until]
     registry = inputs.registry
     outages = current_outages(inputs.episodes, everything, as_of)
+    sessions = maintenance_sessions(inputs.episodes)
     return {
         "response-times": response_times(period, group_by, registry),
         "monthly-trend": monthly_trend(period, zone),
@@ -271,7 +288,10 @@ def build(
         "repeated-entrapments": repeated_entrapments(period),
         "causes": causes(period),
         "maintenance-overdue": maintenance_overdue(
-            registry, maintenance_sessions(inputs.episodes), as_of, zone
+            registry, sessions, as_of, zone, records=inputs.records
+        ),
+        "maintenance-reported-only": maintenance_reported_only(
+            inputs.records, sessions, since, until
         ),
         "inspections-due": inspections_due(registry, as_of, zone),
         "outages-without-notice": outages_without_notice(outages, inputs.notices, as_of),

@@ -19,7 +19,7 @@ from gateway.reports._base import (
     group_key,
     local_date,
 )
-from gateway.store.records import Episode, Incident, Notice
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice
 
 BLACKLIST_WINDOW: Final = timedelta(days=365)
 BLACKLIST_COUNT: Final = 2
@@ -29,6 +29,8 @@ INSPECTION_NOTICE_DAYS: Final = 30
 OUTAGE_NOTICE_AFTER: Final = timedelta(hours=24)
 # EN 81-28: the alarm device places an automatic test call at least every 3 days.
 ALARM_TEST_INTERVAL: Final = timedelta(hours=72)
+# A reported visit is backed by a session that overlaps it, give or take this.
+RECORD_MATCH_SLACK: Final = timedelta(hours=1)
 # A maintenance visit seen in telemetry: a `maintenance`/`inspection` session at least this
 # long (a silence ends a session: see gateway/episodes.py).
 SESSION_MIN: Final = timedelta(minutes=10)
@@ -60,6 +62,18 @@ class MaintenanceOverdue:
     telemetry_last_session_at: datetime | None
     last_visit: date | None
     days_since: int | None
+    last_record_at: datetime | None  # addition: the maintenance unit's last reported visit
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReportedOnly:
+    """A reported maintenance visit that no telemetry session backs."""
+
+    elevator_id: str
+    at: datetime
+    company: str
+    technician: str
+    duration_min: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,28 +161,73 @@ def maintenance_sessions(
     return sessions
 
 
+def record_window(record: MaintenanceRecord) -> tuple[datetime, datetime]:
+    """The reported visit (from `at` for `duration_min`), give or take `RECORD_MATCH_SLACK`."""
+    end = record.at + timedelta(minutes=record.duration_min)
+    return record.at - RECORD_MATCH_SLACK, end + RECORD_MATCH_SLACK
+
+
+def backed(record: MaintenanceRecord, sessions: Iterable[MaintenanceSession]) -> bool:
+    """Whether a telemetry session of the elevator overlaps the record's window."""
+    start, end = record_window(record)
+    return any(
+        s.elevator_id == record.elevator_id and s.start <= end and s.end >= start for s in sessions
+    )
+
+
+def maintenance_reported_only(
+    records: Iterable[MaintenanceRecord],
+    sessions: Iterable[MaintenanceSession],
+    since: datetime,
+    until: datetime,
+) -> list[MaintenanceReportedOnly]:
+    """Reported visits in [since, until) that no telemetry session backs (as reported-only
+    arrivals are flagged): the visit may not have happened as reported."""
+    sessions = list(sessions)
+    return [
+        MaintenanceReportedOnly(r.elevator_id, r.at, r.company, r.technician, r.duration_min)
+        for r in sorted(records, key=lambda r: (r.at, r.elevator_id))
+        if since <= r.at < until and not backed(r, sessions)
+    ]
+
+
 def maintenance_overdue(
     registry: Registry,
     sessions: Iterable[MaintenanceSession],
     as_of: datetime,
     zone: ZoneInfo,
     interval_days: int = MAINTENANCE_INTERVAL_DAYS,
+    records: Iterable[MaintenanceRecord] = (),
 ) -> list[MaintenanceOverdue]:
-    """Elevators whose last visit (the later of the registry's `last_maintenance` and the
-    local date of the last telemetry session) is more than `interval_days` local calendar
-    days before `as_of`, or that have none. Exactly `interval_days` is on time."""
+    """Elevators whose last visit (the latest of the registry's `last_maintenance`, the
+    local date of the last telemetry session and that of the last reported visit) is more
+    than `interval_days` local calendar days before `as_of`, or that have none. Exactly
+    `interval_days` is on time."""
     today = local_date(as_of, zone)
     last_session: dict[str, datetime] = {}
     for s in sessions:
         if s.end <= as_of and s.start > last_session.get(s.elevator_id, s.start - HOUR):
             last_session[s.elevator_id] = s.start
-    records = by_id(registry)
+    last_record: dict[str, datetime] = {}
+    for m in records:
+        if m.at <= as_of and m.at > last_record.get(m.elevator_id, m.at - HOUR):
+            last_record[m.elevator_id] = m.at
+    registered_records = by_id(registry)
     rows = []
-    for elevator_id in sorted(records.keys() | last_session.keys()):
-        record = records.get(elevator_id, {})
+    for elevator_id in sorted(registered_records.keys() | last_session.keys()):
+        record = registered_records.get(elevator_id, {})
         registered: date | None = record.get("last_maintenance")
         seen = last_session.get(elevator_id)
-        visits = [d for d in (registered, seen and local_date(seen, zone)) if d is not None]
+        reported = last_record.get(elevator_id)
+        visits = [
+            d
+            for d in (
+                registered,
+                seen and local_date(seen, zone),
+                reported and local_date(reported, zone),
+            )
+            if d is not None
+        ]
         last_visit = max(visits, default=None)
         days = (today - last_visit).days if last_visit is not None else None
         if days is None or days > interval_days:
@@ -180,6 +239,7 @@ def maintenance_overdue(
                     seen,
                     last_visit,
                     days,
+                    reported,
                 )
             )
     return rows

@@ -6,6 +6,7 @@ All SQL goes through SQLAlchemy expressions, so every value is a bound parameter
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from gateway.store.records import Episode, Incident, Notice, TimelineEntry
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice, TimelineEntry
 from gateway.store.schema import (
     audit,
     dead_letter,
@@ -41,6 +42,7 @@ from gateway.store.schema import (
     gateway_members,
     incident_frames,
     incidents,
+    maintenance_records,
     outage_notices,
     outbox,
     telemetry,
@@ -332,6 +334,34 @@ class Store:
         with self.engine.connect() as conn:
             return [
                 Notice(r.elevator_id, r.posted_at, r.reason, r.expected_return_at)
+                for r in conn.execute(query)
+            ]
+
+    # -- maintenance records -------------------------------------------------------------
+    def add_maintenance_record(
+        self, record: MaintenanceRecord, recorded_at: datetime, recorded_by: str
+    ) -> int:
+        values = asdict(record) | {"items": json.dumps(list(record.items), ensure_ascii=False)}
+        with self.engine.begin() as conn:
+            return conn.execute(
+                insert(maintenance_records).values(
+                    values | {"recorded_at": recorded_at, "recorded_by": recorded_by}
+                )
+            ).inserted_primary_key[0]
+
+    def maintenance_records(
+        self, since: datetime | None = None, elevator_id: str | None = None
+    ) -> list[MaintenanceRecord]:
+        """Records of visits from `since` on (every one if None), oldest first."""
+        record_columns = [maintenance_records.c[f.name] for f in fields(MaintenanceRecord)]
+        query = select(*record_columns).order_by(maintenance_records.c.at, maintenance_records.c.id)
+        if since is not None:
+            query = query.where(maintenance_records.c.at >= since)
+        if elevator_id is not None:
+            query = query.where(maintenance_records.c.elevator_id == elevator_id)
+        with self.engine.connect() as conn:
+            return [
+                MaintenanceRecord(**{**r._asdict(), "items": tuple(json.loads(r.items))})
                 for r in conn.execute(query)
             ]
 

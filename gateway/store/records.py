@@ -111,3 +111,16 @@ class Episode:
     started_at: datetime
     ended_at: datetime | None
     last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRecord:
+    """A maintenance visit as the maintenance unit reports it."""
+
+    elevator_id: str
+    at: datetime  # when the visit began
+    company: str
+    technician: str
+    items: tuple[str, ...]  # what was done (checklist items)
+    duration_min: int
+    note: str | None = None

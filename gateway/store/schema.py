@@ -239,3 +239,22 @@ telemetry_heard = Table(
     Column("elevator_id", String(64), primary_key=True),
     Column("heard_at", UtcDateTime, nullable=False),
 )
+
+# Maintenance visits as the maintenance unit reports them (`POST .../maintenance`); the
+# telemetry's sessions are their evidence. Kept 5 years: never pruned.
+maintenance_records = Table(
+    "maintenance_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("company", Text, nullable=False),
+    Column("technician", Text, nullable=False),
+    Column("items", Text, nullable=False),  # JSON list of strings
+    Column("duration_min", Integer, nullable=False),
+    Column("note", Text),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Index("ix_maintenance_records_elevator", "elevator_id", "at"),
+    Index("ix_maintenance_records_at", "at"),
+)
