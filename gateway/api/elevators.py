@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import ANY_ROLE, ROLE_ADMIN, Caller, require
@@ -15,15 +15,20 @@ from gateway.incidents.model import iso_utc, to_json
 from gateway.incidents.service import NotFound
 from gateway.reports import (
     TELEMETRY_LOOKBACK,
+    FileEntry,
     alarm_tests_missing,
     backed,
+    elevator_file,
     maintenance_sessions,
     record_window,
+    to_csv,
 )
 from gateway.reports import to_json as to_rows
 from gateway.store.records import MaintenanceRecord
 
 router = APIRouter(prefix="/api/elevators", tags=["registry"])
+
+_EVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # the file reads back to the first record
 
 ElevatorIdPath = Annotated[str, Path(pattern=f"^{ELEVATOR_ID_RE.pattern}$")]
 Ctx = Annotated[Context, Depends(context)]
@@ -117,6 +122,52 @@ def post_maintenance(
 def _backed(ctx: Context, record: MaintenanceRecord) -> bool:
     episodes = ctx.store.episodes(*record_window(record), record.elevator_id)
     return backed(record, maintenance_sessions(episodes))
+
+
+@router.get("/{elevator_id}/file", responses={200: {"content": {"text/csv": {}}}})
+def get_file(
+    elevator_id: ElevatorIdPath,
+    ctx: Ctx,
+    _caller: Annotated[Caller, Depends(require(*ANY_ROLE))],
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Any:
+    """The elevator's file: its registry record and one timeline of everything recorded of
+    it (incidents and their outcome, maintenance records and sessions, inspection sessions,
+    outages and their notices, citizens' reports, alarm self-tests), oldest first; kept 5
+    years, never pruned. `?format=csv` (or `file.csv`) for the timeline as CSV."""
+    store = ctx.store
+    entries = elevator_file(
+        store.list_incidents(elevator_id=elevator_id, limit=1_000_000),
+        store.episodes(_EVER, ctx.clock.now(), elevator_id),
+        store.maintenance_records(elevator_id=elevator_id),
+        store.outage_notices(elevator_id),
+    )
+    record = store.get_elevator(elevator_id)
+    if record is None and not entries:
+        raise NotFound(elevator_id)
+    if fmt == "csv":
+        return Response(
+            to_csv(FileEntry, entries),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{elevator_id}-file.csv"'},
+        )
+    registry = {k: v for k, v in (record or {}).items() if k in RegistryRecord.model_fields}
+    return {
+        "elevator_id": elevator_id,
+        "registry": RegistryRecord.model_validate(registry).model_dump(mode="json")
+        if record
+        else None,
+        "entries": to_rows(entries),
+    }
+
+
+@router.get("/{elevator_id}/file.csv", include_in_schema=False)
+def get_file_csv(
+    elevator_id: ElevatorIdPath,
+    ctx: Ctx,
+    caller: Annotated[Caller, Depends(require(*ANY_ROLE))],
+) -> Any:
+    return get_file(elevator_id, ctx, caller, "csv")
 
 
 @router.put("/{elevator_id}")

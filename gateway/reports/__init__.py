@@ -76,6 +76,7 @@ from gateway.reports.compliance import (
     outages_without_notice,
     record_window,
 )
+from gateway.reports.elevator_file import FileEntry, elevator_file
 from gateway.reports.quality import (
     LONG_OFFLINE,
     ArrivalEvidence,
@@ -140,6 +141,7 @@ __all__ = [
     "DrillMissing",
     "EntrapmentRate",
     "Episode",
+    "FileEntry",
     "GroupBy",
     "GroupFigures",
     "HistogramBin",
@@ -173,6 +175,7 @@ __all__ = [
     "counted",
     "current_outages",
     "drills_missing",
+    "elevator_file",
     "entrapment_rate",
     "gather",
     "inspections_due",

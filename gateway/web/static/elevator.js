@@ -128,9 +128,19 @@ async function loadBlackBox(e) {
   document.body.dataset.loaded = "true";
 }
 
+// The file: every record of the elevator, one timeline, newest first on the page.
+async function loadFile() {
+  const file = await api("GET", `/api/elevators/${encodeURIComponent(ELEVATOR)}/file`);
+  const rows = file.entries.slice().reverse().map((e) => el("tr", { class: e.flag ? "flagged" : "" },
+    el("td", {}, dateTime(e.at)), el("td", {}, e.until ? dateTime(e.until) : "—"),
+    el("td", {}, t("file_" + e.type, e.type)), el("td", {}, e.summary), el("td", {}, show(e.flag))));
+  document.querySelector("#file tbody").replaceChildren(...rows);
+}
+
 function failed(error) {
   toast(`${t("load_failed")}: ${error.message}`);
 }
 
 loadLive().then(loadBlackBox).catch(failed);
+loadFile().catch(failed);
 setInterval(() => loadLive().catch(failed), LIVE_MS);
