@@ -550,6 +550,7 @@ def policy(s: Settings) -> Policy:
             arrival_s=s.arrival_limit_s, warning_s=s.arrival_warning_s, ack_s=s.ack_limit_s
         ),
         district_arrival_s=s.district_arrival_limits,
+        district_clock_start=s.district_clock_start,
         alert_webhooks=tuple(s.alert_webhooks),
         level2_webhooks=tuple(s.level2_webhooks),
         regulator_webhooks=tuple(s.regulator_webhooks),

@@ -44,6 +44,8 @@ def make_incident(
     evidence: str = "reported",
     regulator_report: timedelta | None = None,
     closed: bool = True,
+    people_trapped: int | None = None,
+    rescue_level: int | None = None,
 ) -> Incident:
     """An incident opened at `at`; `arrival`, `ack`, `release` count from opening (release
     from arrival); the arrival limit is 30 minutes."""
@@ -81,6 +83,8 @@ def make_incident(
         closed_at=at + 2 * 60 * MIN if closed else None,
         resolution=resolution if closed else None,
         regulator_reported_at=at + regulator_report if regulator_report is not None else None,
+        people_trapped=people_trapped,
+        rescue_level=rescue_level,
     )
 
 
@@ -92,14 +96,28 @@ REGISTRY: list[dict[str, Any]] = [
 
 # Company A, counted: arrivals 5, 10, 12, 20, 35 min and one breach with no arrival.
 INCIDENTS = [
-    make_incident("a1", arrival=5 * MIN, ack=timedelta(seconds=60), release=3 * MIN),
-    make_incident("a2", arrival=10 * MIN, ack=timedelta(seconds=120), release=5 * MIN),
+    make_incident(
+        "a1",
+        arrival=5 * MIN,
+        ack=timedelta(seconds=60),
+        release=3 * MIN,
+        people_trapped=1,
+        rescue_level=1,
+    ),
+    make_incident(
+        "a2",
+        arrival=10 * MIN,
+        ack=timedelta(seconds=120),
+        release=5 * MIN,
+        people_trapped=2,
+        rescue_level=2,
+    ),
     make_incident("a3", arrival=12 * MIN, ack=timedelta(seconds=179), release=10 * MIN),
     make_incident("a4", arrival=20 * MIN, ack=timedelta(seconds=180), elevator="E2"),
     make_incident("a5", arrival=35 * MIN, elevator="E2", evidence="reported+telemetry"),
     make_incident("a6", breached=True, ack=timedelta(seconds=200), resolution="other"),
     # excluded from every figure: a drill and a false alarm, both slow
-    make_incident("a7", arrival=50 * MIN, drill=True, ack=timedelta(seconds=10)),
+    make_incident("a7", arrival=50 * MIN, drill=True, ack=timedelta(seconds=10), people_trapped=5),
     make_incident("a8", arrival=60 * MIN, resolution="false_alarm", ack=timedelta(seconds=10)),
     # Company B: 8 and 16 minutes
     make_incident(
@@ -136,6 +154,10 @@ def test_response_times_every_figure_by_company() -> None:
         acknowledged_within_limit=3,
         breach_ids=("a5", "a6"),
         citizen_started=0,
+        people_trapped=3,  # a1 and a2 recorded them; the drill's 5 do not count
+        rescue_level_1=1,
+        rescue_level_2=1,
+        rescue_level_3=0,
     )
     assert (b.group, b.incidents, b.within_limit_pct) == ("B", 2, 100.0)
     assert b.arrival_median_s == 720  # mean of 480 and 960

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import ANY_ROLE, ROLE_DISPATCHER, Caller, require
-from gateway.api.deps import Context, audit, context, not_in_future
+from gateway.api.deps import Context, audit, context, invalid, not_in_future
 from gateway.frames import ElevatorId
 from gateway.incidents.model import RESOLUTIONS, to_json
 
@@ -55,6 +55,11 @@ class ReleaseBody(_Body):
 class CloseBody(_Body):
     resolution: Literal[RESOLUTIONS]  # type: ignore[valid-type]
     note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class RescueDetailsBody(_Body):
+    people_trapped: Annotated[int, Field(ge=0, le=1000)] | None = None
+    rescue_level: Literal[1, 2, 3] | None = None  # maintenance unit, rescue station, fire
 
 
 class RegulatorReportBody(_Body):
@@ -156,6 +161,21 @@ def close(incident_id: str, body: CloseBody, ctx: Ctx, caller: Dispatcher) -> di
         incident_id, body.resolution, body.note, caller.name, ctx.clock.now()
     )
     audit(ctx, caller, "close", incident_id, body.model_dump(mode="json"))
+    return to_json(incident)
+
+
+@router.post("/{incident_id}/rescue-details")
+def rescue_details(
+    incident_id: str, body: RescueDetailsBody, ctx: Ctx, caller: Dispatcher
+) -> dict[str, Any]:
+    """Record the people trapped and the rescue level reached (1 maintenance unit, 2 rescue
+    station, 3 fire/police); allowed after the close too."""
+    if body.people_trapped is None and body.rescue_level is None:
+        raise invalid("people_trapped", "give people_trapped or rescue_level")
+    incident = ctx.service.rescue_details(
+        incident_id, body.people_trapped, body.rescue_level, caller.name, ctx.clock.now()
+    )
+    audit(ctx, caller, "rescue_details", incident_id, body.model_dump(mode="json"))
     return to_json(incident)
 
 

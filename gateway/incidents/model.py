@@ -58,4 +58,7 @@ def to_json(incident: Incident) -> dict[str, Any]:
         "report_deadline_at": iso_utc(i.report_deadline_at),
         "regulator_reported_at": iso_utc(i.regulator_reported_at),
         "acknowledged_by": i.acknowledged_by,
+        "clock_start": i.clock_start,
+        "people_trapped": i.people_trapped,
+        "rescue_level": i.rescue_level,
     }

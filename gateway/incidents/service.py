@@ -43,6 +43,7 @@ class Policy:
 
     limits: sla.Limits
     district_arrival_s: Mapping[str, int] = field(default_factory=dict)
+    district_clock_start: Mapping[str, str] = field(default_factory=dict)
     alert_webhooks: tuple[str, ...] = ()  # every alert
     level2_webhooks: tuple[str, ...] = ()  # rescue station, on breach
     regulator_webhooks: tuple[str, ...] = ()  # on breach and overdue accident reports
@@ -50,6 +51,9 @@ class Policy:
     def limits_for(self, district: str | None) -> sla.Limits:
         arrival = self.district_arrival_s.get(district or "", self.limits.arrival_s)
         return replace(self.limits, arrival_s=arrival)
+
+    def clock_start_for(self, district: str | None) -> str:
+        return self.district_clock_start.get(district or "", "reported")
 
 
 def _accounted_for(
@@ -202,7 +206,30 @@ class IncidentService:
     def dispatch(
         self, incident_id: str, crew_id: str, company: str | None, by: str, now: datetime
     ) -> Incident:
-        return self._act(incident_id, now, lambda i: state.dispatch(i, crew_id, company, now, by))
+        def dispatch(i: Incident) -> Incident:
+            dispatched = state.dispatch(i, crew_id, company, now, by)
+            if i.dispatched_at is None and i.clock_start == "dispatched":
+                limits = self._policy.limits_for(i.district)
+                dispatched = state.restart_arrival_clock(dispatched, limits, now)
+            return dispatched
+
+        return self._act(incident_id, now, dispatch)
+
+    def rescue_details(
+        self,
+        incident_id: str,
+        people_trapped: int | None,
+        rescue_level: int | None,
+        by: str,
+        now: datetime,
+    ) -> Incident:
+        """Record how many people were trapped and the rescue level reached (any time, also
+        after the close: the facts often come in later)."""
+        return self._act(
+            incident_id,
+            now,
+            lambda i: state.rescue_details(i, people_trapped, rescue_level, now, by),
+        )
 
     def arrival(
         self, incident_id: str, crew_id: str, at: datetime, by: str, now: datetime
@@ -287,6 +314,7 @@ class IncidentService:
             ack_deadline_at=clocks.ack_deadline_at, report_deadline_at=clocks.report_deadline_at,
             updated_at=now, site=registry.get("site"), district=registry.get("district"),
             maintenance_company=registry.get("maintenance_company"), drill=drill,
+            clock_start=self._policy.clock_start_for(registry.get("district")),
             timeline=(TimelineEntry(at, opened_by, by),),
         )  # fmt: skip
         incident = replace(

@@ -54,6 +54,9 @@ class Incident:
     ack_alerts: int = 0
     report_alerted_at: datetime | None = None
     next_due_at: datetime | None = None
+    clock_start: str = "reported"  # or "dispatched": the district's rule (both times kept)
+    people_trapped: int | None = None
+    rescue_level: int | None = None  # reached: 1 maintenance unit, 2 rescue station, 3 fire
     timeline: tuple[TimelineEntry, ...] = field(default=(), compare=False)
 
     @property

@@ -133,6 +133,10 @@ incidents = Table(
     Column("report_alerted_at", UtcDateTime),
     Column("next_due_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    # What starts the arrival clock in the incident's district: the report or the dispatch.
+    Column("clock_start", String(16), nullable=False, server_default="reported"),
+    Column("people_trapped", Integer),
+    Column("rescue_level", Integer),  # 1 maintenance unit, 2 rescue station, 3 fire/police
     # One open incident per elevator and kind, whatever process tries to open another.
     Column("open_key", String(140), unique=True),
     Index("ix_incidents_next_due", "next_due_at"),
