@@ -37,8 +37,6 @@ SESSION_GAP: Final = timedelta(minutes=5)
 # An open episode's `last_seen_at` is written again once it is this much behind (not with
 # every frame): what a crash can lose of a silent session's end.
 SEEN_EVERY: Final = timedelta(minutes=1)
-# When each elevator was heard is kept to a day (one write per elevator a day at most).
-HEARD_EVERY: Final = timedelta(days=1)
 SYNC_EVERY: Final = timedelta(minutes=1)
 
 _GAP_KINDS: Final = frozenset({"maintenance", "inspection"})
@@ -149,16 +147,17 @@ class Recorder:
         self._store = store
         self._tracker = Tracker(store.open_episodes())
         self._changed: dict[tuple[str, str, datetime], Episode] = {}
-        self._heard: dict[str, datetime] = {}  # elevator -> the day it was last marked heard
+        # When each elevator was heard is kept to a day: one write per elevator a day at most.
+        self._heard: dict[str, int] = {}  # elevator -> the (UTC ordinal) day last marked
         self._heard_now: dict[str, datetime] = {}
         self._sync_at: datetime | None = None
 
     def observe(self, frame: Frame) -> None:
         for e in self._tracker.observe(frame):
             self._changed[e.elevator_id, e.kind, e.started_at] = e
-        marked = self._heard.get(frame.elevator_id)
-        if marked is None or frame.received_at - marked >= HEARD_EVERY:
-            self._heard[frame.elevator_id] = frame.received_at
+        day = frame.received_at.toordinal()
+        if self._heard.get(frame.elevator_id) != day:
+            self._heard[frame.elevator_id] = day
             self._heard_now[frame.elevator_id] = frame.received_at
 
     def flush(self) -> None:
