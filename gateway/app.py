@@ -34,6 +34,7 @@ from gateway.api.deps import Context
 from gateway.clock import Clock, RealClock
 from gateway.cluster import Partition
 from gateway.deadletter import DeadLetter
+from gateway.episodes import Recorder
 from gateway.frames import Frame
 from gateway.incidents.runner import Forget, IncidentRunner, Work
 from gateway.incidents.service import IncidentService, Policy
@@ -139,7 +140,7 @@ class Gateway:
             self.store, policy(s), self.notifier.wake,
             on_change=lambda incident: self._incident_points.append(incident_point(incident)),
         )  # fmt: skip
-        self.incident_runner = IncidentRunner(self.incidents, self._stopping)
+        self.incident_runner = IncidentRunner(self.incidents, Recorder(self.store), self._stopping)
         self.registry = RegistryCache()
         self.registry.load(self.store.all_elevators())
         # In a cluster group, this gateway processes its share of the elevators only; it
@@ -549,6 +550,7 @@ def policy(s: Settings) -> Policy:
             arrival_s=s.arrival_limit_s, warning_s=s.arrival_warning_s, ack_s=s.ack_limit_s
         ),
         district_arrival_s=s.district_arrival_limits,
+        district_clock_start=s.district_clock_start,
         alert_webhooks=tuple(s.alert_webhooks),
         level2_webhooks=tuple(s.level2_webhooks),
         regulator_webhooks=tuple(s.regulator_webhooks),

@@ -195,6 +195,60 @@ def registry_qr(
     typer.echo(f"wrote {len(written)} QR codes to {out}")
 
 
+drill_app = typer.Typer(
+    help="Rescue drills: each maintenance unit drills at least every 6 months.",
+    no_args_is_help=True,
+)
+app.add_typer(drill_app, name="drill")
+
+
+@drill_app.command("record")
+def drill_record(
+    company: Annotated[str, typer.Option(help="The maintenance company that drilled.")],
+    at: Annotated[
+        str,
+        typer.Option(help="When: YYYY-MM-DD or ISO 8601; without an offset, local time."),
+    ],
+    elevator: Annotated[
+        str, typer.Option(help="The elevator drilled on, if one was ('-': none).")
+    ] = "-",
+    note: Annotated[str | None, typer.Option(help="What was drilled.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Record a drill held off-line (no incident on the board): a closed drill incident of
+    the company, left out of every figure, which clears it from `drills-missing`."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from gateway.app import policy
+    from gateway.clock import RealClock
+    from gateway.incidents.model import to_json
+    from gateway.incidents.service import drill_record as record
+    from gateway.store import open_store
+
+    settings = _settings_or_exit(config)
+    now = RealClock().now()
+    try:
+        held = datetime.fromisoformat(at)
+    except ValueError:
+        typer.echo(f"error: --at: expected YYYY-MM-DD or ISO 8601, got {at!r}", err=True)
+        raise typer.Exit(2) from None
+    if held.tzinfo is None:
+        held = held.replace(tzinfo=ZoneInfo(settings.timezone))
+    if held > now:
+        typer.echo("error: --at: a drill to record has been held: not in the future", err=True)
+        raise typer.Exit(2)
+    store = open_store(settings.store_url)
+    district = (store.get_elevator(elevator) or {}).get("district")
+    incident = record(
+        company=company, at=held, elevator_id=elevator, by="cli", note=note,
+        limits=policy(settings).limits_for(district), now=now,
+    )  # fmt: skip
+    store.insert_incident(incident, [], now)
+    store.close()
+    typer.echo(f"recorded drill {incident.id} of {company} at {to_json(incident)['opened_at']}")
+
+
 deadletter_app = typer.Typer(
     help="Rejected messages: what was refused, and replaying what can be stored now.",
     no_args_is_help=True,

@@ -49,6 +49,7 @@ FAULT_CODES: Final = frozenset(
         "POWER_FAILURE",
         "CONTROLLER_FAULT",
         "CREW_ON_SITE",
+        "ALARM_TEST",  # the alarm device's automatic test call (EN 81-28): opens nothing
     }
 )
 VENDOR_CODE_RE: Final = re.compile(r"X_[A-Z0-9_]{1,60}")

@@ -70,6 +70,7 @@ def alert_payload(
         "level": level,
         "site": incident.site,
         "source": incident.source,
+        "drill": incident.drill,
     }
 
 

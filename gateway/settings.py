@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     public_base_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
     # Arrival limits per district (seconds); districts not listed use arrival_limit_s.
     district_arrival_limits: dict[str, int] = Field(default_factory=dict)
+    # What starts the arrival clock per district: the report's receipt (`reported`, the
+    # default for districts not listed) or the platform's dispatch order (`dispatched`).
+    district_clock_start: dict[str, Literal["reported", "dispatched"]] = Field(default_factory=dict)
     alert_webhooks: list[str] = Field(default_factory=list)
     level2_webhooks: list[str] = Field(default_factory=list, description="rescue station")
     regulator_webhooks: list[str] = Field(default_factory=list)

@@ -15,7 +15,7 @@ from gateway import reports
 from gateway.app import Gateway
 from tests.conftest import Device, Subscriber, status_frame, wait_for
 from tests.people import ARRIVAL_LIMIT_S, call, clock, gw, incidents_of, register, url
-from tests.test_reports import T0, make_incident
+from tests.test_reports import make_incident
 
 __all__ = ["gw"]  # the fixture
 
@@ -165,9 +165,7 @@ def test_figures_by_source_count_counted_incidents_and_entrapments() -> None:
 
 def test_elevators_without_telemetry_are_those_the_store_never_heard_from() -> None:
     registry = [{"elevator_id": e, "district": "North"} for e in ("A", "B", "C", "D")]
-    modes = [reports.ModeSample("A", T0, "normal")]
-    online = [reports.OnlineSample("B", T0, False)]
-    rows = reports.without_telemetry(registry, modes, online)
+    rows = reports.without_telemetry(registry, {"A", "B", "X"})
     assert [(r.elevator_id, r.district) for r in rows] == [("C", "North"), ("D", "North")]
 
 

@@ -9,15 +9,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway import reports
+from gateway.frames import Frame
 from gateway.incidents.model import Incident
 from gateway.reports import (
     GroupFigures,
+    MaintenanceRecord,
     MaintenanceSession,
-    ModeSample,
     Notice,
-    OnlineSample,
     PeriodError,
 )
+from tests.test_episodes import alarm_test, online, status, track
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -43,6 +44,8 @@ def make_incident(
     evidence: str = "reported",
     regulator_report: timedelta | None = None,
     closed: bool = True,
+    people_trapped: int | None = None,
+    rescue_level: int | None = None,
 ) -> Incident:
     """An incident opened at `at`; `arrival`, `ack`, `release` count from opening (release
     from arrival); the arrival limit is 30 minutes."""
@@ -80,6 +83,8 @@ def make_incident(
         closed_at=at + 2 * 60 * MIN if closed else None,
         resolution=resolution if closed else None,
         regulator_reported_at=at + regulator_report if regulator_report is not None else None,
+        people_trapped=people_trapped,
+        rescue_level=rescue_level,
     )
 
 
@@ -91,14 +96,28 @@ REGISTRY: list[dict[str, Any]] = [
 
 # Company A, counted: arrivals 5, 10, 12, 20, 35 min and one breach with no arrival.
 INCIDENTS = [
-    make_incident("a1", arrival=5 * MIN, ack=timedelta(seconds=60), release=3 * MIN),
-    make_incident("a2", arrival=10 * MIN, ack=timedelta(seconds=120), release=5 * MIN),
+    make_incident(
+        "a1",
+        arrival=5 * MIN,
+        ack=timedelta(seconds=60),
+        release=3 * MIN,
+        people_trapped=1,
+        rescue_level=1,
+    ),
+    make_incident(
+        "a2",
+        arrival=10 * MIN,
+        ack=timedelta(seconds=120),
+        release=5 * MIN,
+        people_trapped=2,
+        rescue_level=2,
+    ),
     make_incident("a3", arrival=12 * MIN, ack=timedelta(seconds=179), release=10 * MIN),
     make_incident("a4", arrival=20 * MIN, ack=timedelta(seconds=180), elevator="E2"),
     make_incident("a5", arrival=35 * MIN, elevator="E2", evidence="reported+telemetry"),
     make_incident("a6", breached=True, ack=timedelta(seconds=200), resolution="other"),
     # excluded from every figure: a drill and a false alarm, both slow
-    make_incident("a7", arrival=50 * MIN, drill=True, ack=timedelta(seconds=10)),
+    make_incident("a7", arrival=50 * MIN, drill=True, ack=timedelta(seconds=10), people_trapped=5),
     make_incident("a8", arrival=60 * MIN, resolution="false_alarm", ack=timedelta(seconds=10)),
     # Company B: 8 and 16 minutes
     make_incident(
@@ -135,6 +154,10 @@ def test_response_times_every_figure_by_company() -> None:
         acknowledged_within_limit=3,
         breach_ids=("a5", "a6"),
         citizen_started=0,
+        people_trapped=3,  # a1 and a2 recorded them; the drill's 5 do not count
+        rescue_level_1=1,
+        rescue_level_2=1,
+        rescue_level_3=0,
     )
     assert (b.group, b.incidents, b.within_limit_pct) == ("B", 2, 100.0)
     assert b.arrival_median_s == 720  # mean of 480 and 960
@@ -270,10 +293,10 @@ def test_blacklist_rolling_12_months_365_days_count_366_do_not() -> None:
 
 
 def test_maintenance_sessions_from_telemetry() -> None:
-    def s(minutes: float, mode: str) -> ModeSample:
-        return ModeSample("E1", T0 + timedelta(minutes=minutes), mode)
+    def s(minutes: float, mode: str) -> Frame:
+        return status("E1", T0 + timedelta(minutes=minutes), mode)
 
-    samples = [
+    frames = [
         # 10 minutes exactly, maintenance then inspection: one visit
         s(0, "maintenance"), s(4, "maintenance"), s(6, "inspection"), s(10, "normal"),
         # 9 min 59 s: too short
@@ -283,7 +306,7 @@ def test_maintenance_sessions_from_telemetry() -> None:
         # still going at the end of the data
         s(200, "maintenance"), s(205, "maintenance"), s(210, "maintenance"), s(215, "maintenance"),
     ]  # fmt: skip
-    assert reports.maintenance_sessions(samples) == [
+    assert reports.maintenance_sessions(track(frames)) == [
         MaintenanceSession("E1", T0, T0 + 10 * MIN),
         MaintenanceSession("E1", T0 + 200 * MIN, T0 + 215 * MIN),
     ]
@@ -315,6 +338,22 @@ def test_maintenance_overdue_after_15_local_days() -> None:
     assert rows[2].telemetry_last_session_at == visit - DAY
 
 
+def test_reported_maintenance_counts_and_is_flagged_without_a_session() -> None:
+    as_of = datetime(2026, 3, 20, 4, 0, tzinfo=UTC)
+    registry = [{"elevator_id": e, "last_maintenance": date(2026, 1, 1)} for e in ("R1", "R2")]
+    seen = MaintenanceSession("R1", as_of - 3 * DAY - 50 * MIN, as_of - 3 * DAY - 20 * MIN)
+    records = [
+        MaintenanceRecord("R1", as_of - 3 * DAY, "A", "Li", ("brakes",), 30),  # the session an
+        # hour (less 10 min) before it backs it
+        MaintenanceRecord("R1", as_of - 2 * DAY, "A", "Li", (), 30),  # no session
+        MaintenanceRecord("R1", as_of - 30 * DAY, "A", "Li", (), 30),  # before the period
+    ]
+    rows = reports.maintenance_overdue(registry, [seen], as_of, SHANGHAI, records=records)
+    assert [r.elevator_id for r in rows] == ["R2"]  # R1's reported visit counts
+    only = reports.maintenance_reported_only(records, [seen], as_of - 7 * DAY, as_of)
+    assert [(r.elevator_id, r.at) for r in only] == [("R1", as_of - 2 * DAY)]
+
+
 def test_inspections_due_within_30_local_days_or_overdue() -> None:
     as_of = datetime(2026, 3, 19, 17, 0, tzinfo=UTC)  # 01:00 on 20 March in Shanghai
     today = date(2026, 3, 20)
@@ -337,22 +376,24 @@ def test_inspections_due_within_30_local_days_or_overdue() -> None:
 def test_outages_over_24_hours_without_notice() -> None:
     as_of = T0
     h = timedelta(hours=1)
-    modes = [
-        ModeSample("O1", as_of - 30 * h, "normal"),
-        ModeSample("O1", as_of - 24 * h, "out_of_service"),  # exactly 24 h: not yet
-        ModeSample("O1", as_of - h, "out_of_service"),
-        ModeSample("O2", as_of - 24 * h - timedelta(seconds=1), "out_of_service"),
-        ModeSample("O3", as_of - 48 * h, "out_of_service"),  # notice posted during it
-        ModeSample("O6", as_of - 48 * h, "out_of_service"),  # planned, notice beforehand
-        ModeSample("O7", as_of - 48 * h, "out_of_service"),  # only an old notice
-        ModeSample("O8", as_of - 48 * h, "out_of_service"),  # back in service
-        ModeSample("O8", as_of - 2 * h, "normal"),
-    ]
-    online = [
-        OnlineSample("O4", as_of - 40 * h, True),
-        OnlineSample("O4", as_of - 30 * h, False),
-        OnlineSample("O4", as_of - 29 * h, False),
-    ]
+    episodes = track(
+        [
+            status("O1", as_of - 30 * h, "normal"),
+            status("O1", as_of - 24 * h, "out_of_service"),  # exactly 24 h: not yet
+            status("O1", as_of - h, "out_of_service"),
+            status("O2", as_of - 24 * h - timedelta(seconds=1), "out_of_service"),
+            status("O3", as_of - 48 * h, "out_of_service"),  # notice posted during it
+            status("O6", as_of - 48 * h, "out_of_service"),  # planned, notice beforehand
+            status("O7", as_of - 48 * h, "out_of_service"),  # only an old notice
+            status("O8", as_of - 48 * h, "out_of_service"),  # back in service
+            status("O8", as_of - 2 * h, "normal"),
+            online("O4", as_of - 40 * h, True),
+            online("O4", as_of - 30 * h, False),
+            online("O4", as_of - 29 * h, False),
+            status("O10", as_of - 30 * h, "out_of_service"),  # back after the moment looked at
+            status("O10", as_of + h, "normal"),
+        ]
+    )
     incidents = [
         make_incident(
             "f1", elevator="O5", at=as_of - 25 * h, kind="SAFETY_CIRCUIT_OPEN",
@@ -368,9 +409,10 @@ def test_outages_over_24_hours_without_notice() -> None:
         Notice("O6", as_of - 72 * h, "modernisation", expected_return_at=as_of + 24 * h),
         Notice("O7", as_of - 30 * DAY, "old", expected_return_at=as_of - 20 * DAY),
     ]
-    outages = reports.current_outages(modes, online, incidents, as_of)
+    outages = reports.current_outages(episodes, incidents, as_of)
     rows = reports.outages_without_notice(outages, notices, as_of)
     assert [(r.elevator_id, r.reason, r.hours) for r in rows] == [
+        ("O10", "out_of_service", 30.0),
         ("O2", "out_of_service", 24.0),
         ("O4", "offline", 30.0),
         ("O5", "fault:SAFETY_CIRCUIT_OPEN", 25.0),
@@ -396,6 +438,27 @@ def test_accidents_without_a_report_within_1_hour() -> None:
     assert [(r.incident_id, r.regulator_reported_at) for r in rows] == [
         ("at_the_hour", T0 + 60 * MIN),
         ("never", None),
+    ]
+
+
+def test_alarm_self_tests_missing_over_72_hours() -> None:
+    as_of = T0
+    h = timedelta(hours=1)
+    registry = [{"elevator_id": e, "maintenance_company": "A"} for e in ("A1", "A2", "A3", "A4")]
+    episodes = track(
+        [
+            alarm_test("A1", as_of - 73 * h),  # listed
+            alarm_test("A2", as_of - 71 * h),  # not
+            alarm_test("A3", as_of - 72 * h),  # exactly 72 h: on time
+            alarm_test("A3", as_of - 100 * h),
+            alarm_test("A4", as_of + h),  # none by `as_of`: listed as never
+            alarm_test("U1", as_of - 100 * h),  # not registered: not listed
+        ]
+    )
+    rows = reports.alarm_tests_missing(registry, episodes, as_of)
+    assert [(r.elevator_id, r.last_test_at, r.hours_since) for r in rows] == [
+        ("A1", as_of - 73 * h, 73.0),
+        ("A4", None, None),
     ]
 
 
@@ -433,19 +496,24 @@ def test_arrival_evidence() -> None:
 def test_offline_stretches_of_24_hours_or_more() -> None:
     as_of = T0
     h = timedelta(hours=1)
-    online = [
-        OnlineSample("L1", as_of - 60 * h, False),
-        OnlineSample("L1", as_of - 36 * h, True),  # exactly 24 h
-        OnlineSample("L2", as_of - 30 * h, False),
-        OnlineSample("L2", as_of - 7 * h, True),  # 23 h
-        OnlineSample("L3", as_of - 30 * h, False),  # still offline
-        OnlineSample("L4", as_of - 100 * h, False),
-        OnlineSample("L4", as_of - 50 * h, True),  # long, but before the period
-    ]
-    rows = reports.offline_stretches(online, since=as_of - 48 * h, as_of=as_of)
+    episodes = track(
+        [
+            online("L1", as_of - 60 * h, False),
+            online("L1", as_of - 36 * h, True),  # exactly 24 h
+            online("L2", as_of - 30 * h, False),
+            online("L2", as_of - 7 * h, True),  # 23 h
+            online("L3", as_of - 30 * h, False),  # still offline
+            online("L4", as_of - 100 * h, False),
+            online("L4", as_of - 50 * h, True),  # long, but before the period
+            online("L5", as_of - 30 * h, False),  # back after the moment looked at
+            online("L5", as_of + h, True),
+        ]
+    )
+    rows = reports.offline_stretches(episodes, since=as_of - 48 * h, as_of=as_of)
     assert [(r.elevator_id, r.online_at, r.hours) for r in rows] == [
         ("L1", as_of - 36 * h, 24.0),
         ("L3", None, 30.0),
+        ("L5", None, 30.0),
     ]
 
 

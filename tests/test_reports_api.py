@@ -1,5 +1,5 @@
 """Report endpoints of a running gateway (real broker, real SQLite store): roles, JSON and
-CSV, outage notices; and the store queries that read the embedded telemetry."""
+CSV, outage notices; and the store queries of episodes and notices."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from pathlib import Path
 import httpx
 
 from gateway.app import Gateway
-from gateway.frames import Frame, decode
-from gateway.reports import SECTIONS, ModeSample, Notice, OnlineSample
-from gateway.store import Store, open_store
-from gateway.tsdb import to_point
-from tests.conftest import status_frame
+from gateway.reports import SECTIONS, Episode, Notice
+from gateway.store import open_store
 from tests.test_api import call, gw  # noqa: F401  (gw is the running-gateway fixture)
 from tests.test_reports import make_incident
 
@@ -23,45 +20,16 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-def _frame(topic: str, payload: bytes, at: datetime) -> Frame:
-    frame = decode(topic, payload, at)
-    assert isinstance(frame, Frame), frame
-    return frame
-
-
-def add_modes(store: Store, elevator_id: str, modes: list[tuple[datetime, str]]) -> None:
-    """Status frames as the embedded telemetry sink stores them."""
-    store.add_telemetry(
-        to_point(
-            _frame(
-                f"elevators/{elevator_id}/status",
-                status_frame(elevator_id, seq, ts=at.isoformat(), mode=mode),
-                at,
-            )
-        )._asdict()
-        for seq, (at, mode) in enumerate(modes)
-    )
-
-
-def add_online(store: Store, elevator_id: str, changes: list[tuple[datetime, bool]]) -> None:
-    store.add_telemetry(
-        to_point(_frame(f"elevators/{elevator_id}/online", b"1" if online else b"0", at))._asdict()
-        for at, online in changes
-    )
-
-
-def test_store_reads_modes_and_online_changes_from_embedded_telemetry(tmp_path: Path) -> None:
+def test_store_keeps_episodes_and_notices(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
     t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-    add_modes(store, "S1", [(t0, "normal"), (t0 + HOUR, "maintenance"), (t0 + 3 * HOUR, "fire")])
-    add_online(store, "S1", [(t0, True), (t0 + HOUR, False)])
-    assert store.status_modes(t0 + HOUR, t0 + 2 * HOUR) == [
-        ModeSample("S1", t0 + HOUR, "maintenance")
-    ]
-    assert store.online_changes(t0 + HOUR) == [
-        OnlineSample("S1", t0, True),
-        OnlineSample("S1", t0 + HOUR, False),
-    ]
+    done = Episode("S1", "maintenance", t0, t0 + HOUR, t0 + HOUR)
+    still = Episode("S1", "offline", t0 + 2 * HOUR, None, t0 + 2 * HOUR)
+    store.save_episodes([done, still])
+    assert store.episodes(t0 + HOUR, t0 + 3 * HOUR) == [done, still]  # overlapping the span
+    assert store.episodes(t0 + 2 * HOUR, t0 + 3 * HOUR) == [still]
+    assert store.episodes(t0 - HOUR, t0 - HOUR / 2) == []
+    assert store.open_episodes() == [still]
     store.add_outage_notice(Notice("S1", t0, "parts", t0 + DAY), t0, "admin:x")
     assert store.outage_notices() == [Notice("S1", t0, "parts", t0 + DAY)]
     store.close()
@@ -86,7 +54,7 @@ def test_report_endpoints(gw: Gateway) -> None:  # noqa: F811
         assert store.insert_incident(incident, [], now), i
     body = {"maintenance_company": "OK", "use_unit": "Estate 7", "district": "North"}
     assert call(gw, "PUT", "/api/elevators/E1", role="admin", body=body).status_code == 201
-    add_modes(store, "P1", [(now - 30 * HOUR, "out_of_service"), (now - HOUR, "out_of_service")])
+    store.save_episodes([Episode("P1", "out_of_service", now - 30 * HOUR, None, now - HOUR)])
 
     r = call(gw, "GET", "/api/reports/blacklist-candidates", role="regulator")
     assert r.status_code == 200, r.text

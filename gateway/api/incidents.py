@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import ANY_ROLE, ROLE_DISPATCHER, Caller, require
-from gateway.api.deps import Context, audit, context, not_in_future
+from gateway.api.deps import Context, audit, context, invalid, not_in_future
 from gateway.frames import ElevatorId
 from gateway.incidents.model import RESOLUTIONS, to_json
 
@@ -31,6 +31,7 @@ class ReportBody(_Body):
     source: Literal["phone", "citizen", "property", "other"]
     reported_at: AwareDatetime | None = None
     note: Annotated[str, Field(max_length=2000)] | None = None
+    drill: bool = False  # addition: an exercise, excluded from every figure
 
 
 class AcknowledgeBody(_Body):
@@ -54,6 +55,11 @@ class ReleaseBody(_Body):
 class CloseBody(_Body):
     resolution: Literal[RESOLUTIONS]  # type: ignore[valid-type]
     note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class RescueDetailsBody(_Body):
+    people_trapped: Annotated[int, Field(ge=0, le=1000)] | None = None
+    rescue_level: Literal[1, 2, 3] | None = None  # maintenance unit, rescue station, fire
 
 
 class RegulatorReportBody(_Body):
@@ -103,12 +109,13 @@ def report_incident(
     body: ReportBody, response: Response, ctx: Ctx, caller: Dispatcher
 ) -> dict[str, Any]:
     """A person reports an entrapment or fault; joins an open incident of that elevator and
-    kind (200) or opens one (201). The earlier time starts the clock."""
+    kind (200) or opens one (201). The earlier time starts the clock. With `drill`, an
+    exercise: its own incident, run like any other, left out of every figure."""
     now = ctx.clock.now()
     reported_at = not_in_future(ctx, "reported_at", body.reported_at)
     incident, created = ctx.service.report(
         elevator_id=body.elevator_id, kind=body.kind, source=body.source,
-        reported_at=reported_at, note=body.note, by=caller.name, now=now,
+        reported_at=reported_at, note=body.note, by=caller.name, now=now, drill=body.drill,
     )  # fmt: skip
     audit(ctx, caller, "report", incident.id, body.model_dump(mode="json"))
     if not created:
@@ -156,6 +163,21 @@ def close(incident_id: str, body: CloseBody, ctx: Ctx, caller: Dispatcher) -> di
         incident_id, body.resolution, body.note, caller.name, ctx.clock.now()
     )
     audit(ctx, caller, "close", incident_id, body.model_dump(mode="json"))
+    return to_json(incident)
+
+
+@router.post("/{incident_id}/rescue-details")
+def rescue_details(
+    incident_id: str, body: RescueDetailsBody, ctx: Ctx, caller: Dispatcher
+) -> dict[str, Any]:
+    """Record the people trapped and the rescue level reached (1 maintenance unit, 2 rescue
+    station, 3 fire/police); allowed after the close too."""
+    if body.people_trapped is None and body.rescue_level is None:
+        raise invalid("people_trapped", "give people_trapped or rescue_level")
+    incident = ctx.service.rescue_details(
+        incident_id, body.people_trapped, body.rescue_level, caller.name, ctx.clock.now()
+    )
+    audit(ctx, caller, "rescue_details", incident_id, body.model_dump(mode="json"))
     return to_json(incident)
 
 

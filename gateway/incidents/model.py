@@ -86,4 +86,7 @@ def to_json(incident: Incident) -> dict[str, Any]:
         "regulator_reported_at": iso_utc(i.regulator_reported_at),
         "acknowledged_by": i.acknowledged_by,
         "parent_id": i.parent_id,
+        "clock_start": i.clock_start,
+        "people_trapped": i.people_trapped,
+        "rescue_level": i.rescue_level,
     }

@@ -1,12 +1,12 @@
 """The incidents' own thread: everything that waits on the relational store, off the pipeline.
 
 The pipeline thread decodes frames and runs the rules; what the incidents must do with them
-(the black box, telemetry on open incidents, the alerts the rules raised, the ticker) is
-handed over here in order, one list per round. A database that stops answering for a while
-holds this thread only: frames go on being processed and alerts raised, and those raised
-meanwhile are stored, in order, as soon as it answers, instead of waiting behind a backlog
-of frames as well. An alert the store cannot take (STORE_UNAVAILABLE) is tried again until
-it can: the rules raise it once.
+(the black box, telemetry on open incidents, the alerts the rules raised, the ticker) and
+the episodes (gateway/episodes.py) are handed over here in order, one list per round. A
+database that stops answering for a while holds this thread only: frames go on being
+processed and alerts raised, and those raised meanwhile are stored, in order, as soon as it
+answers, instead of waiting behind a backlog of frames as well. An alert the store cannot
+take (STORE_UNAVAILABLE) is tried again until it can: the rules raise it once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Final
 import structlog
 
 from gateway import metrics
+from gateway.episodes import Recorder
 from gateway.frames import Frame
 from gateway.incidents.service import IncidentService
 from gateway.rules import Alert
@@ -56,8 +57,11 @@ Work = Frame | Alert | Tick | Forget | threading.Event
 
 
 class IncidentRunner:
-    def __init__(self, incidents: IncidentService, stopping: threading.Event) -> None:
+    def __init__(
+        self, incidents: IncidentService, episodes: Recorder, stopping: threading.Event
+    ) -> None:
         self._incidents = incidents
+        self._episodes = episodes
         self._stopping = stopping  # set: an alert the store cannot take is not retried
         self._inbox: queue.SimpleQueue[list[Work] | object] = queue.SimpleQueue()
         self._ticks_waiting = 0  # ticks handed over and not done: one is enough
@@ -102,11 +106,12 @@ class IncidentRunner:
 
     def _do(self, item: Work) -> None:
         if isinstance(item, Frame):
-            try:
-                self._incidents.on_frame(item)
-            except Exception:
-                metrics.CONSUMER_ERRORS.inc()
-                log.exception("incident_frame_failed", elevator_id=item.elevator_id)
+            for consume in (self._incidents.on_frame, self._episodes.observe):
+                try:
+                    consume(item)
+                except Exception:
+                    metrics.CONSUMER_ERRORS.inc()
+                    log.exception("incident_frame_failed", elevator_id=item.elevator_id)
         elif isinstance(item, Alert):
             self._store_alert(item)
         elif isinstance(item, Tick):
@@ -114,13 +119,16 @@ class IncidentRunner:
                 self._ticks_waiting -= 1
             try:
                 self._incidents.tick(item.now)
+                self._episodes.tick(item.now)
             except Exception:
                 metrics.TICK_ERRORS.inc()
                 log.exception("incident_tick_failed")
         elif isinstance(item, Forget):
             self._incidents.forget(item.elevator_ids)
+            self._episodes.forget(item.elevator_ids)
         else:
             self._incidents.flush_frames()
+            self._episodes.flush()
             item.set()
 
     def _store_alert(self, alert: Alert) -> None:

@@ -47,6 +47,7 @@ class Policy:
 
     limits: sla.Limits
     district_arrival_s: Mapping[str, int] = field(default_factory=dict)
+    district_clock_start: Mapping[str, str] = field(default_factory=dict)
     alert_webhooks: tuple[str, ...] = ()  # every alert
     level2_webhooks: tuple[str, ...] = ()  # rescue station, on breach
     regulator_webhooks: tuple[str, ...] = ()  # on breach and overdue accident reports
@@ -54,6 +55,9 @@ class Policy:
     def limits_for(self, district: str | None) -> sla.Limits:
         arrival = self.district_arrival_s.get(district or "", self.limits.arrival_s)
         return replace(self.limits, arrival_s=arrival)
+
+    def clock_start_for(self, district: str | None) -> str:
+        return self.district_clock_start.get(district or "", "reported")
 
 
 def _accounted_for(
@@ -71,6 +75,30 @@ def _accounted_for(
 
 def new_incident_id(now: datetime) -> str:
     return f"INC-{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def drill_record(
+    *,
+    company: str,
+    at: datetime,
+    elevator_id: str,
+    by: str,
+    note: str | None,
+    limits: sla.Limits,
+    now: datetime,
+) -> Incident:
+    """A drill held off-line, recorded afterwards (the CLI): a closed entrapment drill of
+    `company` at `at`, which counts for the 6-month duty like one run on the board."""
+    clocks = sla.clocks(at, limits, "entrapment")
+    what = f"drill held off-line, recorded by {by}" + (f": {note}" if note else "")
+    return Incident(
+        id=new_incident_id(at), elevator_id=elevator_id, kind="entrapment", severity="critical",
+        incident_class="entrapment", state="closed", rule=None, source="other", opened_at=at,
+        deadline_at=clocks.deadline_at, warning_at=clocks.warning_at,
+        ack_deadline_at=clocks.ack_deadline_at, updated_at=now, drill=True,
+        maintenance_company=company, closed_at=at, resolution="other",
+        timeline=(TimelineEntry(at, what, by),),
+    )  # fmt: skip
 
 
 class IncidentService:
@@ -156,16 +184,18 @@ class IncidentService:
         by: str,
         now: datetime,
         severity: str | None = None,
+        drill: bool = False,
     ) -> tuple[Incident, bool]:
-        """A report by a person; joins an open incident of that elevator and kind.
-        Returns the incident and whether it is new. `severity` defaults by kind."""
+        """A report by a person; joins an open incident of that elevator and kind (a drill
+        only an open drill). Returns the incident and whether it is new. `severity` defaults
+        by kind."""
         incident_class = "entrapment" if kind == "entrapment" else "fault"
         severity = severity or ("critical" if incident_class == "entrapment" else "major")
         with self._lock:
             return self._open_or_join(
                 elevator_id=elevator_id, kind=kind, severity=severity,
-                incident_class=incident_class,
-                rule=None, source=source, at=reported_at, by=by, note=note, now=now,
+                incident_class=incident_class, rule=None, source=source, at=reported_at,
+                by=by, note=note, now=now, drill=drill,
             )  # fmt: skip
 
     def get(self, incident_id: str) -> Incident:
@@ -180,7 +210,30 @@ class IncidentService:
     def dispatch(
         self, incident_id: str, crew_id: str, company: str | None, by: str, now: datetime
     ) -> Incident:
-        return self._act(incident_id, now, lambda i: state.dispatch(i, crew_id, company, now, by))
+        def dispatch(i: Incident) -> Incident:
+            dispatched = state.dispatch(i, crew_id, company, now, by)
+            if i.dispatched_at is None and i.clock_start == "dispatched":
+                limits = self._policy.limits_for(i.district)
+                dispatched = state.restart_arrival_clock(dispatched, limits, now)
+            return dispatched
+
+        return self._act(incident_id, now, dispatch)
+
+    def rescue_details(
+        self,
+        incident_id: str,
+        people_trapped: int | None,
+        rescue_level: int | None,
+        by: str,
+        now: datetime,
+    ) -> Incident:
+        """Record how many people were trapped and the rescue level reached (any time, also
+        after the close: the facts often come in later)."""
+        return self._act(
+            incident_id,
+            now,
+            lambda i: state.rescue_details(i, people_trapped, rescue_level, now, by),
+        )
 
     def arrival(
         self, incident_id: str, crew_id: str, at: datetime, by: str, now: datetime
@@ -254,19 +307,22 @@ class IncidentService:
         note: str | None,
         now: datetime,
         group: str | None = None,
+        drill: bool = False,
     ) -> tuple[Incident, bool]:
-        existing = self._store.find_open_incident(elevator_id, kind)
+        existing = self._store.find_open_incident(elevator_id, kind, drill)
         if existing is not None:
             return self._join(existing, severity, source, at, by, note, now), False
         parent = (
-            self._store.find_open_incident(elevator_id, "entrapment")
+            self._store.find_open_incident(elevator_id, "entrapment", drill)
             if incident_class == "fault"
             else None
         )
         registry = self._store.get_elevator(elevator_id) or {}
         limits = self._policy.limits_for(registry.get("district"))
         clocks = sla.clocks(at, limits, incident_class)
-        opened_by = f"opened by {by} ({source})" + (f": {note}" if note else "")
+        opened_by = f"{'drill ' if drill else ''}opened by {by} ({source})" + (
+            f": {note}" if note else ""
+        )
         if group is not None:
             opened_by += f" (grouped under {group})"
         incident = Incident(
@@ -275,7 +331,8 @@ class IncidentService:
             opened_at=at, deadline_at=clocks.deadline_at, warning_at=clocks.warning_at,
             ack_deadline_at=clocks.ack_deadline_at, report_deadline_at=clocks.report_deadline_at,
             updated_at=now, site=registry.get("site"), district=registry.get("district"),
-            maintenance_company=registry.get("maintenance_company"),
+            maintenance_company=registry.get("maintenance_company"), drill=drill,
+            clock_start=self._policy.clock_start_for(registry.get("district")),
             parent_id=parent.id if parent is not None else None,
             timeline=(TimelineEntry(at, opened_by, by),),
         )  # fmt: skip
@@ -292,7 +349,7 @@ class IncidentService:
         messages = state_messages(incident) + alert
         if not self._store.insert_incident(incident, messages, now):
             # Another process opened it first: join theirs.
-            existing = self._store.find_open_incident(elevator_id, kind)
+            existing = self._store.find_open_incident(elevator_id, kind, drill)
             assert existing is not None
             return self._join(existing, severity, source, at, by, note, now), False
         self._store.add_incident_frames(
@@ -469,10 +526,18 @@ class IncidentService:
                 what = "warning: no arrival yet"
             elif due.kind == "breach":
                 updated = replace(updated, breach_alerted_at=now, sla="breached")
-                what = "breach: arrival limit passed; escalated to level 2 and the regulator"
-                metrics.BREACHES.inc()
+                what = "breach: arrival limit passed; " + (
+                    "a drill, not escalated"
+                    if incident.drill
+                    else "escalated to level 2 and the regulator"
+                )
+                if not incident.drill:
+                    metrics.BREACHES.inc()
                 log.warning(
-                    "sla_breached", incident_id=incident.id, elevator_id=incident.elevator_id
+                    "sla_breached",
+                    incident_id=incident.id,
+                    elevator_id=incident.elevator_id,
+                    drill=incident.drill,
                 )
             elif due.kind == "ack_overdue":
                 updated = replace(updated, ack_alerts=due.level)
@@ -499,9 +564,10 @@ class IncidentService:
         self, incident: Incident, alert_type: str, severity: str, at: datetime, level: int = 1
     ) -> list[OutboxMessage]:
         webhooks = list(self._policy.alert_webhooks)
-        if alert_type == "breach":
+        # A drill exercises dispatch: the rescue station and the regulator are not paged.
+        if alert_type == "breach" and not incident.drill:
             webhooks += [*self._policy.level2_webhooks, *self._policy.regulator_webhooks]
-        elif alert_type == "report_overdue":
+        elif alert_type == "report_overdue" and not incident.drill:
             webhooks += self._policy.regulator_webhooks
         payload = alert_payload(incident, alert_type, severity, at, level)
         return alert_messages(payload, webhooks)

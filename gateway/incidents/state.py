@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from gateway.incidents import sla
 from gateway.incidents.model import RESOLUTIONS, STATES, Incident, TimelineEntry
-from gateway.incidents.sla import sla_status
 
 _ORDER = {state: n for n, state in enumerate(STATES)}
 
@@ -37,7 +37,7 @@ def _check_open(incident: Incident, action: str) -> None:
 def _with(incident: Incident, now: datetime, what: str, by: str, **changes: object) -> Incident:
     updated = replace(incident, **changes, updated_at=now)
     entry = TimelineEntry(now, what, by)
-    return replace(updated, sla=sla_status(updated, now), timeline=(*incident.timeline, entry))
+    return replace(updated, sla=sla.sla_status(updated, now), timeline=(*incident.timeline, entry))
 
 
 def _forward_step(
@@ -135,6 +135,37 @@ def close(
     return _forward_step(
         incident, "close", now, what, by, closed_at=now, resolution=resolution, state="closed"
     )
+
+
+def restart_arrival_clock(incident: Incident, limits: sla.Limits, now: datetime) -> Incident:
+    """In a district whose arrival clock starts at the dispatch order: the deadline and the
+    warning from `dispatched_at` (until then they ran from the report, so an entrapment that
+    nobody dispatches still warns and breaches)."""
+    if incident.incident_class not in sla.ARRIVAL_CLASSES or incident.dispatched_at is None:
+        return incident
+    clocks = sla.clocks(incident.dispatched_at, limits, incident.incident_class)
+    what = (
+        f"arrival clock from the dispatch (district rule): deadline {clocks.deadline_at:%H:%M:%S}Z"
+    )
+    return _with(
+        incident, now, what, "gateway", deadline_at=clocks.deadline_at, warning_at=clocks.warning_at
+    )
+
+
+def rescue_details(
+    incident: Incident,
+    people_trapped: int | None,
+    rescue_level: int | None,
+    now: datetime,
+    by: str,
+) -> Incident:
+    changes = {
+        k: v
+        for k, v in (("people_trapped", people_trapped), ("rescue_level", rescue_level))
+        if v is not None
+    }
+    what = "rescue details: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
+    return _with(incident, now, what, by, **changes)
 
 
 def note(incident: Incident, what: str, by: str, now: datetime) -> Incident:

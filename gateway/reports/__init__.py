@@ -45,33 +45,41 @@ from gateway.reports._base import (
     zone_named,
 )
 from gateway.reports.compliance import (
+    ALARM_TEST_INTERVAL,
     BLACKLIST_COUNT,
     BLACKLIST_WINDOW,
     DRILL_INTERVAL,
     INSPECTION_NOTICE_DAYS,
     MAINTENANCE_INTERVAL_DAYS,
     OUTAGE_NOTICE_AFTER,
-    SESSION_GAP,
+    RECORD_MATCH_SLACK,
     SESSION_MIN,
     SESSION_MODES,
     STOPPING_KINDS,
     AccidentUnreported,
+    AlarmTestMissing,
     BlacklistCandidate,
     DrillMissing,
     InspectionDue,
     MaintenanceOverdue,
+    MaintenanceReportedOnly,
     MaintenanceSession,
     Outage,
     OutageWithoutNotice,
     accidents_unreported,
+    alarm_tests_missing,
+    backed,
     blacklist_candidates,
     current_outages,
     drills_missing,
     inspections_due,
     maintenance_overdue,
+    maintenance_reported_only,
     maintenance_sessions,
     outages_without_notice,
+    record_window,
 )
+from gateway.reports.elevator_file import FileEntry, elevator_file
 from gateway.reports.quality import (
     LONG_OFFLINE,
     ArrivalEvidence,
@@ -105,9 +113,10 @@ from gateway.reports.rescue import (
     repeated_entrapments,
     response_times,
 )
-from gateway.store.records import Incident, ModeSample, Notice, OnlineSample
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice
 
 __all__ = [
+    "ALARM_TEST_INTERVAL",
     "BLACKLIST_COUNT",
     "BLACKLIST_WINDOW",
     "DRILL_INTERVAL",
@@ -117,15 +126,16 @@ __all__ = [
     "LONG_OFFLINE",
     "MAINTENANCE_INTERVAL_DAYS",
     "OUTAGE_NOTICE_AFTER",
+    "RECORD_MATCH_SLACK",
     "REPEAT_COUNT",
     "REPEAT_WINDOW",
     "SECTIONS",
-    "SESSION_GAP",
     "SESSION_MIN",
     "SESSION_MODES",
     "STOPPING_KINDS",
     "TELEMETRY_LOOKBACK",
     "AccidentUnreported",
+    "AlarmTestMissing",
     "ArrivalEvidence",
     "BlacklistCandidate",
     "Breach",
@@ -133,17 +143,19 @@ __all__ = [
     "CitizenFalseAlarms",
     "DrillMissing",
     "EntrapmentRate",
+    "Episode",
+    "FileEntry",
     "GroupBy",
     "GroupFigures",
     "HistogramBin",
     "Inputs",
     "InspectionDue",
     "MaintenanceOverdue",
+    "MaintenanceRecord",
+    "MaintenanceReportedOnly",
     "MaintenanceSession",
-    "ModeSample",
     "Notice",
     "OfflineStretch",
-    "OnlineSample",
     "Outage",
     "OutageWithoutNotice",
     "PeriodError",
@@ -153,8 +165,10 @@ __all__ = [
     "SourceFigures",
     "WithoutTelemetry",
     "accidents_unreported",
+    "alarm_tests_missing",
     "arrival_evidence",
     "arrival_histogram",
+    "backed",
     "blacklist_candidates",
     "breaches",
     "build",
@@ -164,16 +178,19 @@ __all__ = [
     "counted",
     "current_outages",
     "drills_missing",
+    "elevator_file",
     "entrapment_rate",
     "gather",
     "inspections_due",
     "local_date",
     "maintenance_overdue",
+    "maintenance_reported_only",
     "maintenance_sessions",
     "monthly_trend",
     "offline_stretches",
     "outages_without_notice",
     "p90",
+    "record_window",
     "repeated_entrapments",
     "resolve_period",
     "response_times",
@@ -183,7 +200,7 @@ __all__ = [
     "zone_named",
 ]
 
-# Telemetry looked back over for maintenance sessions and out-of-service runs.
+# Episodes looked back over for maintenance sessions; telemetry heard within it.
 TELEMETRY_LOOKBACK: Final = timedelta(days=31)
 
 
@@ -192,9 +209,10 @@ TELEMETRY_LOOKBACK: Final = timedelta(days=31)
 class Inputs:
     incidents: Sequence[Incident]
     registry: Registry
-    modes: Sequence[ModeSample] = ()
-    online: Sequence[OnlineSample] = ()
+    episodes: Sequence[Episode] = ()
+    heard: frozenset[str] = frozenset()  # elevators heard from within the look-back
     notices: Sequence[Notice] = ()
+    records: Sequence[MaintenanceRecord] = ()
 
 
 class Source(Protocol):
@@ -206,11 +224,13 @@ class Source(Protocol):
 
     def all_elevators(self) -> list[dict[str, Any]]: ...
 
-    def status_modes(self, since: datetime, until: datetime) -> list[ModeSample]: ...
+    def episodes(self, since: datetime, until: datetime) -> list[Episode]: ...
 
-    def online_changes(self, until: datetime) -> list[OnlineSample]: ...
+    def heard_since(self, since: datetime) -> set[str]: ...
 
     def outage_notices(self) -> list[Notice]: ...
+
+    def maintenance_records(self, since: datetime | None) -> list[MaintenanceRecord]: ...
 
 
 # -- the whole report ----------------------------------------------------------------------
@@ -223,11 +243,13 @@ SECTIONS: Final[dict[str, type]] = {
     "repeated-entrapments": RepeatedEntrapments,
     "causes": Cause,
     "maintenance-overdue": MaintenanceOverdue,
+    "maintenance-reported-only": MaintenanceReportedOnly,
     "inspections-due": InspectionDue,
     "outages-without-notice": OutageWithoutNotice,
     "accidents-unreported": AccidentUnreported,
     "blacklist-candidates": BlacklistCandidate,
     "drills-missing": DrillMissing,
+    "alarm-tests-missing": AlarmTestMissing,
     "arrival-evidence": ArrivalEvidence,
     "offline-stretches": OfflineStretch,
     "sources": SourceFigures,
@@ -243,9 +265,10 @@ def gather(source: Source, since: datetime, until: datetime, as_of: datetime) ->
     return Inputs(
         incidents=source.list_incidents(since=since - lookback, until=until, limit=10**9),
         registry=source.all_elevators(),
-        modes=source.status_modes(as_of - TELEMETRY_LOOKBACK, as_of),
-        online=source.online_changes(as_of),
+        episodes=source.episodes(min(since, as_of - TELEMETRY_LOOKBACK), as_of),
+        heard=frozenset(source.heard_since(as_of - TELEMETRY_LOOKBACK)),
         notices=source.outage_notices(),
+        records=source.maintenance_records(since=min(since, as_of - TELEMETRY_LOOKBACK)),
     )
 
 
@@ -262,7 +285,8 @@ def build(
     everything = inputs.incidents
     period = [i for i in everything if since <= i.opened_at < until]
     registry = inputs.registry
-    outages = current_outages(inputs.modes, inputs.online, everything, as_of)
+    outages = current_outages(inputs.episodes, everything, as_of)
+    sessions = maintenance_sessions(inputs.episodes)
     return {
         "response-times": response_times(period, group_by, registry),
         "monthly-trend": monthly_trend(period, zone),
@@ -272,16 +296,20 @@ def build(
         "repeated-entrapments": repeated_entrapments(period),
         "causes": causes(period),
         "maintenance-overdue": maintenance_overdue(
-            registry, maintenance_sessions(inputs.modes), as_of, zone
+            registry, sessions, as_of, zone, records=inputs.records
+        ),
+        "maintenance-reported-only": maintenance_reported_only(
+            inputs.records, sessions, since, until
         ),
         "inspections-due": inspections_due(registry, as_of, zone),
         "outages-without-notice": outages_without_notice(outages, inputs.notices, as_of),
         "accidents-unreported": accidents_unreported(period, as_of),
         "blacklist-candidates": blacklist_candidates(everything, ending_from=since),
         "drills-missing": drills_missing(everything, registry, as_of),
+        "alarm-tests-missing": alarm_tests_missing(registry, inputs.episodes, as_of),
         "arrival-evidence": arrival_evidence(period, group_by, registry),
-        "offline-stretches": offline_stretches(inputs.online, since, as_of),
+        "offline-stretches": offline_stretches(inputs.episodes, since, as_of),
         "sources": by_source(period),
-        "without-telemetry": without_telemetry(registry, inputs.modes, inputs.online),
+        "without-telemetry": without_telemetry(registry, inputs.heard),
         "citizen-false-alarms": citizen_false_alarms(period),
     }

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import groupby
-from typing import Any, Final
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from gateway.reports._base import (
@@ -20,7 +20,7 @@ from gateway.reports._base import (
     group_key,
     local_date,
 )
-from gateway.store.records import Incident, ModeSample, Notice, OnlineSample
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice
 
 BLACKLIST_WINDOW: Final = timedelta(days=365)
 BLACKLIST_COUNT: Final = 2
@@ -28,10 +28,13 @@ DRILL_INTERVAL: Final = timedelta(days=183)
 MAINTENANCE_INTERVAL_DAYS: Final = 15
 INSPECTION_NOTICE_DAYS: Final = 30
 OUTAGE_NOTICE_AFTER: Final = timedelta(hours=24)
-# A maintenance visit seen in telemetry: a `maintenance`/`inspection` run at least this long;
-# a silence longer than SESSION_GAP ends the run at its last frame (we cannot see past it).
+# EN 81-28: the alarm device places an automatic test call at least every 3 days.
+ALARM_TEST_INTERVAL: Final = timedelta(hours=72)
+# A reported visit is backed by a session that overlaps it, give or take this.
+RECORD_MATCH_SLACK: Final = timedelta(hours=1)
+# A maintenance visit seen in telemetry: a `maintenance`/`inspection` session at least this
+# long (a silence ends a session: see gateway/episodes.py).
 SESSION_MIN: Final = timedelta(minutes=10)
-SESSION_GAP: Final = timedelta(minutes=5)
 SESSION_MODES: Final = ("maintenance", "inspection")
 # Faults that leave the car stopped until someone repairs it (domain.md, "Outage notice").
 STOPPING_KINDS: Final = frozenset(
@@ -60,6 +63,26 @@ class MaintenanceOverdue:
     telemetry_last_session_at: datetime | None
     last_visit: date | None
     days_since: int | None
+    last_record_at: datetime | None  # addition: the maintenance unit's last reported visit
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReportedOnly:
+    """A reported maintenance visit that no telemetry session backs."""
+
+    elevator_id: str
+    at: datetime
+    company: str
+    technician: str
+    duration_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTestMissing:
+    elevator_id: str
+    maintenance_company: str | None
+    last_test_at: datetime | None  # within the episodes read (31 days back)
+    hours_since: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,29 +137,59 @@ class DrillMissing:
 
 
 def maintenance_sessions(
-    samples: Iterable[ModeSample], minimum: timedelta = SESSION_MIN, gap: timedelta = SESSION_GAP
+    episodes: Iterable[Episode], minimum: timedelta = SESSION_MIN
 ) -> list[MaintenanceSession]:
-    """Runs of `maintenance`/`inspection` frames lasting >= `minimum`. A run ends at the
-    first frame in another mode, or at its own last frame when the device then falls silent
-    for more than `gap`."""
-    sessions = []
-    ordered = sorted(samples, key=lambda s: (s.elevator_id, s.at))
-    for elevator_id, group in groupby(ordered, key=lambda s: s.elevator_id):
-        start: datetime | None = None
-        last = datetime.min
-        for s in group:
-            on = s.mode in SESSION_MODES
-            if start is not None and (not on or s.at - last > gap):
-                end = s.at if s.at - last <= gap else last
-                if end - start >= minimum:
-                    sessions.append(MaintenanceSession(elevator_id, start, end))
-                start = None
-            if on:
-                start = start or s.at
-                last = s.at
-        if start is not None and last - start >= minimum:
-            sessions.append(MaintenanceSession(elevator_id, start, last))
+    """`maintenance`/`inspection` episodes lasting >= `minimum`, one straight after the other
+    (the mode switched between them) taken as one. One still open ends at its last frame."""
+    sessions: list[MaintenanceSession] = []
+    ordered = sorted(
+        (e for e in episodes if e.kind in SESSION_MODES),
+        key=lambda e: (e.elevator_id, e.started_at),
+    )
+    for elevator_id, group in groupby(ordered, key=lambda e: e.elevator_id):
+        runs: list[list[datetime]] = []
+        for e in group:
+            end = e.ended_at or e.last_seen_at
+            if runs and runs[-1][1] == e.started_at:
+                runs[-1][1] = end
+            else:
+                runs.append([e.started_at, end])
+        sessions += [
+            MaintenanceSession(elevator_id, start, end)
+            for start, end in runs
+            if end - start >= minimum
+        ]
     return sessions
+
+
+def record_window(record: MaintenanceRecord) -> tuple[datetime, datetime]:
+    """The reported visit (from `at` for `duration_min`), give or take `RECORD_MATCH_SLACK`."""
+    end = record.at + timedelta(minutes=record.duration_min)
+    return record.at - RECORD_MATCH_SLACK, end + RECORD_MATCH_SLACK
+
+
+def backed(record: MaintenanceRecord, sessions: Iterable[MaintenanceSession]) -> bool:
+    """Whether a telemetry session of the elevator overlaps the record's window."""
+    start, end = record_window(record)
+    return any(
+        s.elevator_id == record.elevator_id and s.start <= end and s.end >= start for s in sessions
+    )
+
+
+def maintenance_reported_only(
+    records: Iterable[MaintenanceRecord],
+    sessions: Iterable[MaintenanceSession],
+    since: datetime,
+    until: datetime,
+) -> list[MaintenanceReportedOnly]:
+    """Reported visits in [since, until) that no telemetry session backs (as reported-only
+    arrivals are flagged): the visit may not have happened as reported."""
+    sessions = list(sessions)
+    return [
+        MaintenanceReportedOnly(r.elevator_id, r.at, r.company, r.technician, r.duration_min)
+        for r in sorted(records, key=lambda r: (r.at, r.elevator_id))
+        if since <= r.at < until and not backed(r, sessions)
+    ]
 
 
 def maintenance_overdue(
@@ -145,22 +198,37 @@ def maintenance_overdue(
     as_of: datetime,
     zone: ZoneInfo,
     interval_days: int = MAINTENANCE_INTERVAL_DAYS,
+    records: Iterable[MaintenanceRecord] = (),
 ) -> list[MaintenanceOverdue]:
-    """Elevators whose last visit (the later of the registry's `last_maintenance` and the
-    local date of the last telemetry session) is more than `interval_days` local calendar
-    days before `as_of`, or that have none. Exactly `interval_days` is on time."""
+    """Elevators whose last visit (the latest of the registry's `last_maintenance`, the
+    local date of the last telemetry session and that of the last reported visit) is more
+    than `interval_days` local calendar days before `as_of`, or that have none. Exactly
+    `interval_days` is on time."""
     today = local_date(as_of, zone)
     last_session: dict[str, datetime] = {}
     for s in sessions:
         if s.end <= as_of and s.start > last_session.get(s.elevator_id, s.start - HOUR):
             last_session[s.elevator_id] = s.start
-    records = by_id(registry)
+    last_record: dict[str, datetime] = {}
+    for m in records:
+        if m.at <= as_of and m.at > last_record.get(m.elevator_id, m.at - HOUR):
+            last_record[m.elevator_id] = m.at
+    registered_records = by_id(registry)
     rows = []
-    for elevator_id in sorted(records.keys() | last_session.keys()):
-        record = records.get(elevator_id, {})
+    for elevator_id in sorted(registered_records.keys() | last_session.keys()):
+        record = registered_records.get(elevator_id, {})
         registered: date | None = record.get("last_maintenance")
         seen = last_session.get(elevator_id)
-        visits = [d for d in (registered, seen and local_date(seen, zone)) if d is not None]
+        reported = last_record.get(elevator_id)
+        visits = [
+            d
+            for d in (
+                registered,
+                seen and local_date(seen, zone),
+                reported and local_date(reported, zone),
+            )
+            if d is not None
+        ]
         last_visit = max(visits, default=None)
         days = (today - last_visit).days if last_visit is not None else None
         if days is None or days > interval_days:
@@ -172,7 +240,31 @@ def maintenance_overdue(
                     seen,
                     last_visit,
                     days,
+                    reported,
                 )
+            )
+    return rows
+
+
+def alarm_tests_missing(
+    registry: Registry,
+    episodes: Iterable[Episode],
+    as_of: datetime,
+    interval: timedelta = ALARM_TEST_INTERVAL,
+) -> list[AlarmTestMissing]:
+    """Registered elevators whose alarm device's last `alarm_test` (at or before `as_of`) is
+    more than `interval` before it, or that have none; exactly `interval` is on time."""
+    last: dict[str, datetime] = {}
+    for e in episodes:
+        if e.kind == "alarm_test" and e.started_at <= as_of:
+            last[e.elevator_id] = max(last.get(e.elevator_id, e.started_at), e.started_at)
+    rows = []
+    for r in sorted(registry, key=lambda r: r["elevator_id"]):
+        tested = last.get(r["elevator_id"])
+        if tested is None or as_of - tested > interval:
+            hours = round((as_of - tested) / HOUR, 2) if tested is not None else None
+            rows.append(
+                AlarmTestMissing(r["elevator_id"], r.get("maintenance_company"), tested, hours)
             )
     return rows
 
@@ -202,34 +294,18 @@ def inspections_due(
     return rows
 
 
-def _trailing_run_start(samples: Sequence[Any], holds: Callable[[Any], bool]) -> datetime | None:
-    """When the run of samples for which `holds` is true, ending at the newest, began."""
-    start = None
-    for s in reversed(samples):
-        if not holds(s):
-            break
-        start = s.at
-    return start
-
-
 def current_outages(
-    modes: Iterable[ModeSample],
-    online: Iterable[OnlineSample],
-    incidents: Iterable[Incident],
-    as_of: datetime,
+    episodes: Iterable[Episode], incidents: Iterable[Incident], as_of: datetime
 ) -> list[Outage]:
-    """Elevators stopped at `as_of`: newest frames in `out_of_service` mode, device offline,
-    or an open incident of the accident class or a stopping fault (`STOPPING_KINDS`)."""
-    outages = []
-    for reason, samples, holds in (
-        ("out_of_service", modes, lambda s: s.mode == "out_of_service"),
-        ("offline", online, lambda s: not s.online),
-    ):
-        ordered = sorted((s for s in samples if s.at <= as_of), key=lambda s: (s.elevator_id, s.at))
-        for elevator_id, group in groupby(ordered, key=lambda s: s.elevator_id):
-            since = _trailing_run_start(list(group), holds)
-            if since is not None:
-                outages.append(Outage(elevator_id, reason, since))
+    """Elevators stopped at `as_of`: an `out_of_service` or `offline` episode open then, or
+    an open incident of the accident class or a stopping fault (`STOPPING_KINDS`)."""
+    outages = [
+        Outage(e.elevator_id, e.kind, e.started_at)
+        for e in episodes
+        if e.kind in ("out_of_service", "offline")
+        and e.started_at <= as_of
+        and (e.ended_at is None or e.ended_at > as_of)
+    ]
     outages += [
         Outage(i.elevator_id, f"fault:{i.kind}", i.opened_at)
         for i in incidents

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -19,7 +19,7 @@ from gateway.reports._base import (
     pct,
 )
 from gateway.reports.rescue import entrapments
-from gateway.store.records import SOURCES, Incident, ModeSample, OnlineSample
+from gateway.store.records import SOURCES, Episode, Incident
 
 LONG_OFFLINE: Final = timedelta(hours=24)
 
@@ -91,31 +91,25 @@ def arrival_evidence(
 
 
 def offline_stretches(
-    online: Iterable[OnlineSample],
+    episodes: Iterable[Episode],
     since: datetime,
     as_of: datetime,
     minimum: timedelta = LONG_OFFLINE,
 ) -> list[OfflineStretch]:
-    """Stretches from an `online` 0 to the next 1 (or `as_of`) of at least `minimum`, that
-    reach into [since, as_of]."""
+    """`offline` episodes (the device's `online` 0 to its next 1, or `as_of`) of at least
+    `minimum`, that reach into [since, as_of]."""
     rows = []
-
-    def stretch(elevator_id: str, down: datetime, back: datetime | None) -> None:
+    for e in sorted(episodes, key=lambda e: (e.elevator_id, e.started_at)):
+        if e.kind != "offline" or e.started_at > as_of:
+            continue
+        back = e.ended_at if e.ended_at is not None and e.ended_at <= as_of else None
         end = back or as_of
-        if end - down >= minimum and end >= since:
-            rows.append(OfflineStretch(elevator_id, down, back, round((end - down) / HOUR, 2)))
-
-    ordered = sorted((s for s in online if s.at <= as_of), key=lambda s: (s.elevator_id, s.at))
-    for elevator_id, group in groupby(ordered, key=lambda s: s.elevator_id):
-        down: datetime | None = None
-        for s in group:
-            if not s.online:
-                down = down or s.at
-            elif down is not None:
-                stretch(elevator_id, down, s.at)
-                down = None
-        if down is not None:
-            stretch(elevator_id, down, None)
+        if end - e.started_at >= minimum and end >= since:
+            rows.append(
+                OfflineStretch(
+                    e.elevator_id, e.started_at, back, round((end - e.started_at) / HOUR, 2)
+                )
+            )
     return rows
 
 
@@ -161,12 +155,9 @@ def citizen_false_alarms(incidents: Iterable[Incident]) -> list[CitizenFalseAlar
     return sorted(rows, key=lambda r: (-r.false_alarms, r.elevator_id))
 
 
-def without_telemetry(
-    registry: Registry, modes: Iterable[ModeSample], online: Iterable[OnlineSample]
-) -> list[WithoutTelemetry]:
-    """Registered elevators the store has no telemetry of: no status frame within the
-    telemetry look-back and no `online` change ever (reported by phone or citizens only)."""
-    heard = {s.elevator_id for s in modes} | {s.elevator_id for s in online}
+def without_telemetry(registry: Registry, heard: Collection[str]) -> list[WithoutTelemetry]:
+    """Registered elevators not `heard` from (no frame of any kind within the telemetry
+    look-back: reported by phone or citizens only)."""
     return [
         WithoutTelemetry(r["elevator_id"], r.get("maintenance_company"), r.get("district"))
         for r in sorted(registry, key=lambda r: r["elevator_id"])

@@ -51,6 +51,11 @@ class GroupFigures:
     acknowledged_within_limit: int
     breach_ids: tuple[str, ...]
     citizen_started: int  # of `incidents`, first reported by a citizen on the public page
+    people_trapped: int  # over the incidents that recorded it (96333 practice)
+    # Incidents whose rescue reached level 1 (maintenance unit), 2 (rescue station), 3 (fire)
+    rescue_level_1: int
+    rescue_level_2: int
+    rescue_level_3: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,7 @@ def _figures(group: str | None, incidents: list[Incident]) -> GroupFigures:
         if i.released_at is not None and i.arrived_at is not None and i.released_at >= i.arrived_at
     ]
     breached = [i.id for i in incidents if i.sla == "breached"]
+    levels = [i.rescue_level for i in incidents]
     return GroupFigures(
         group=group,
         incidents=len(incidents),
@@ -149,6 +155,10 @@ def _figures(group: str | None, incidents: list[Incident]) -> GroupFigures:
         acknowledged_within_limit=acked_in_time,
         breach_ids=tuple(breached),
         citizen_started=sum(1 for i in incidents if i.source == "citizen"),
+        people_trapped=sum(i.people_trapped or 0 for i in incidents),
+        rescue_level_1=levels.count(1),
+        rescue_level_2=levels.count(2),
+        rescue_level_3=levels.count(3),
     )
 
 

@@ -6,11 +6,11 @@ All SQL goes through SQLAlchemy expressions, so every value is a bound parameter
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -34,17 +35,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.inspection import inspect
 
-from gateway.store.records import Incident, ModeSample, Notice, OnlineSample, TimelineEntry
+from gateway.store.records import Episode, Incident, MaintenanceRecord, Notice, TimelineEntry
 from gateway.store.schema import (
     audit,
     dead_letter,
     elevators,
+    episodes,
     gateway_members,
     incident_frames,
     incidents,
+    maintenance_records,
     outage_notices,
     outbox,
     telemetry,
+    telemetry_heard,
     timeline,
 )
 
@@ -114,18 +118,6 @@ class OutboxClaim:
 
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# Fields of the embedded line protocol that reports read. Tags come before fields, so the
-# last match is the field even if a tag value happens to contain the same text.
-_MODE_FIELD = re.compile(r'[ ,]mode="([a-z_]+)"')
-_ONLINE_FIELD = re.compile(r" online=(true|false) \d+$")
-
-
-def _ns_to_datetime(ts_ns: int) -> datetime:
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC)
-
-
-def _datetime_to_ns(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000) * 1_000
 
 
 def _engine(url: str) -> Engine:
@@ -169,6 +161,12 @@ def _outbox_messages(conn: Connection, query: Any) -> list[OutboxMessage]:
         "channel", "target", "payload", "retain", "id", "attempts", "created_at", "next_attempt_at"
     )  # fmt: skip
     return [OutboxMessage(*(r[c] for c in columns)) for r in conn.execute(query).mappings()]
+
+
+def _open_key(elevator_id: str, kind: str, drill: bool) -> str:
+    """One open incident per elevator and kind, and apart from it one drill: a drill never
+    joins a real alarm, nor a real alarm a drill."""
+    return f"{elevator_id}|{kind}" + ("|drill" if drill else "")
 
 
 def _lock(conn: Connection, key: int, *, wait: bool) -> bool:
@@ -258,35 +256,63 @@ class Store:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def status_modes(self, since: datetime, until: datetime) -> list[ModeSample]:
-        """The `mode` of every embedded status frame with device time in [since, until]."""
-        query = (
-            select(telemetry.c.elevator_id, telemetry.c.ts_ns, telemetry.c.line)
-            .where(telemetry.c.measurement == "elevator_status")
-            .where(telemetry.c.ts_ns.between(_datetime_to_ns(since), _datetime_to_ns(until)))
-            .order_by(telemetry.c.elevator_id, telemetry.c.ts_ns)
+    # -- episodes ------------------------------------------------------------------------
+    def save_episodes(self, changed: Sequence[Episode]) -> None:
+        """Insert new episodes and update the others (the same elevator, kind and start): a
+        batch replayed after a crash writes the same rows again, harmlessly."""
+        if not changed:
+            return
+        with self.engine.begin() as conn:
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            stmt = dialect_insert(episodes)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["elevator_id", "kind", "started_at"],
+                set_={
+                    "ended_at": stmt.excluded.ended_at,
+                    "last_seen_at": stmt.excluded.last_seen_at,
+                },
+            )
+            conn.execute(stmt, [asdict(e) for e in changed])
+
+    def open_episodes(self) -> list[Episode]:
+        return self._episodes(select(episodes).where(episodes.c.ended_at.is_(None)))
+
+    def episodes(
+        self, since: datetime, until: datetime, elevator_id: str | None = None
+    ) -> list[Episode]:
+        """Episodes that overlap [since, until] (open ones included), by elevator and start."""
+        query = select(episodes).where(
+            episodes.c.started_at <= until,
+            or_(episodes.c.ended_at.is_(None), episodes.c.ended_at >= since),
         )
+        if elevator_id is not None:
+            query = query.where(episodes.c.elevator_id == elevator_id)
+        return self._episodes(query)
+
+    def _episodes(self, query: Any) -> list[Episode]:
+        query = query.order_by(episodes.c.elevator_id, episodes.c.started_at, episodes.c.kind)
         with self.engine.connect() as conn:
             return [
-                ModeSample(r.elevator_id, _ns_to_datetime(r.ts_ns), modes[-1])
+                Episode(r.elevator_id, r.kind, r.started_at, r.ended_at, r.last_seen_at)
                 for r in conn.execute(query)
-                if (modes := _MODE_FIELD.findall(r.line))
             ]
 
-    def online_changes(self, until: datetime) -> list[OnlineSample]:
-        """Every embedded `online` point up to `until` (they are rare: connects and wills)."""
-        query = (
-            select(telemetry.c.elevator_id, telemetry.c.ts_ns, telemetry.c.line)
-            .where(telemetry.c.measurement == "elevator_online")
-            .where(telemetry.c.ts_ns <= _datetime_to_ns(until))
-            .order_by(telemetry.c.elevator_id, telemetry.c.ts_ns)
-        )
+    def mark_heard(self, heard: Mapping[str, datetime]) -> None:
+        """Record when these elevators were heard from (any frame)."""
+        if not heard:
+            return
+        with self.engine.begin() as conn:
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            stmt = dialect_insert(telemetry_heard)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["elevator_id"], set_={"heard_at": stmt.excluded.heard_at}
+            )
+            conn.execute(stmt, [{"elevator_id": e, "heard_at": at} for e, at in heard.items()])
+
+    def heard_since(self, since: datetime) -> set[str]:
+        query = select(telemetry_heard.c.elevator_id).where(telemetry_heard.c.heard_at >= since)
         with self.engine.connect() as conn:
-            return [
-                OnlineSample(r.elevator_id, _ns_to_datetime(r.ts_ns), m.group(1) == "true")
-                for r in conn.execute(query)
-                if (m := _ONLINE_FIELD.search(r.line))
-            ]
+            return set(conn.execute(query).scalars())
 
     # -- outage notices ------------------------------------------------------------------
     def add_outage_notice(self, notice: Notice, recorded_at: datetime, recorded_by: str) -> int:
@@ -310,6 +336,34 @@ class Store:
         with self.engine.connect() as conn:
             return [
                 Notice(r.elevator_id, r.posted_at, r.reason, r.expected_return_at)
+                for r in conn.execute(query)
+            ]
+
+    # -- maintenance records -------------------------------------------------------------
+    def add_maintenance_record(
+        self, record: MaintenanceRecord, recorded_at: datetime, recorded_by: str
+    ) -> int:
+        values = asdict(record) | {"items": json.dumps(list(record.items), ensure_ascii=False)}
+        with self.engine.begin() as conn:
+            return conn.execute(
+                insert(maintenance_records).values(
+                    values | {"recorded_at": recorded_at, "recorded_by": recorded_by}
+                )
+            ).inserted_primary_key[0]
+
+    def maintenance_records(
+        self, since: datetime | None = None, elevator_id: str | None = None
+    ) -> list[MaintenanceRecord]:
+        """Records of visits from `since` on (every one if None), oldest first."""
+        record_columns = [maintenance_records.c[f.name] for f in fields(MaintenanceRecord)]
+        query = select(*record_columns).order_by(maintenance_records.c.at, maintenance_records.c.id)
+        if since is not None:
+            query = query.where(maintenance_records.c.at >= since)
+        if elevator_id is not None:
+            query = query.where(maintenance_records.c.elevator_id == elevator_id)
+        with self.engine.connect() as conn:
+            return [
+                MaintenanceRecord(**{**r._asdict(), "items": tuple(json.loads(r.items))})
                 for r in conn.execute(query)
             ]
 
@@ -526,11 +580,15 @@ class Store:
             )
             return self._with_timeline(conn, [row])[0] if row else None
 
-    def find_open_incident(self, elevator_id: str, kind: str) -> Incident | None:
+    def find_open_incident(
+        self, elevator_id: str, kind: str, drill: bool = False
+    ) -> Incident | None:
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    select(incidents).where(incidents.c.open_key == f"{elevator_id}|{kind}")
+                    select(incidents).where(
+                        incidents.c.open_key == _open_key(elevator_id, kind, drill)
+                    )
                 )
                 .mappings()
                 .first()
@@ -608,8 +666,9 @@ class Store:
 
     @staticmethod
     def _incident_row(incident: Incident) -> dict[str, Any]:
-        open_key = f"{incident.elevator_id}|{incident.kind}" if incident.is_open else None
-        return incident.row() | {"open_key": open_key}
+        i = incident
+        open_key = _open_key(i.elevator_id, i.kind, i.drill) if i.is_open else None
+        return i.row() | {"open_key": open_key}
 
     @staticmethod
     def _add_timeline(conn: Connection, incident_id: str, entries: Sequence[TimelineEntry]) -> None:

@@ -1,5 +1,5 @@
-"""The value types the store reads and writes: incidents with their timelines, and the
-telemetry samples and notices the compliance lists read."""
+"""The value types the store reads and writes: incidents with their timelines, and
+the episodes and notices the compliance lists read."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ class Incident:
     ack_alerts: int = 0
     report_alerted_at: datetime | None = None
     next_due_at: datetime | None = None
+    clock_start: str = "reported"  # or "dispatched": the district's rule (both times kept)
+    people_trapped: int | None = None
+    rescue_level: int | None = None  # reached: 1 maintenance unit, 2 rescue station, 3 fire
     timeline: tuple[TimelineEntry, ...] = field(default=(), compare=False)
 
     @property
@@ -87,22 +90,6 @@ class Incident:
 
 
 @dataclass(frozen=True, slots=True)
-class ModeSample:
-    """One status frame's `mode`, at device time."""
-
-    elevator_id: str
-    at: datetime
-    mode: str
-
-
-@dataclass(frozen=True, slots=True)
-class OnlineSample:
-    elevator_id: str
-    at: datetime
-    online: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Notice:
     """A public outage notice: the reason and the expected return to service."""
 
@@ -110,3 +97,36 @@ class Notice:
     posted_at: datetime
     reason: str
     expected_return_at: datetime | None = None
+
+
+# What the gateway records of each elevator from the stream (gateway/episodes.py).
+EPISODE_KINDS: Final = (
+    "maintenance", "inspection", "out_of_service", "offline", "power_loss", "alarm_test"
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A span of one elevator in one state, or a moment (`alarm_test`: started = ended).
+    `ended_at` is None while it lasts;
+    `last_seen_at` is the newest frame known in it (to within a minute while it is open),
+    where a session that fell silent ends."""
+
+    elevator_id: str
+    kind: str
+    started_at: datetime
+    ended_at: datetime | None
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRecord:
+    """A maintenance visit as the maintenance unit reports it."""
+
+    elevator_id: str
+    at: datetime  # when the visit began
+    company: str
+    technician: str
+    items: tuple[str, ...]  # what was done (checklist items)
+    duration_min: int
+    note: str | None = None

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -133,6 +134,10 @@ incidents = Table(
     Column("report_alerted_at", UtcDateTime),
     Column("next_due_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    # What starts the arrival clock in the incident's district: the report or the dispatch.
+    Column("clock_start", String(16), nullable=False, server_default="reported"),
+    Column("people_trapped", Integer),
+    Column("rescue_level", Integer),  # 1 maintenance unit, 2 rescue station, 3 fire/police
     # One open incident per elevator and kind, whatever process tries to open another.
     Column("open_key", String(140), unique=True),
     Index("ix_incidents_next_due", "next_due_at"),
@@ -211,4 +216,50 @@ gateway_members = Table(
     Column("group_name", String(64), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Index("ix_gateway_members_group", "group_name", "expires_at"),
+)
+
+# Each elevator's episodes, recorded from the stream as they happen (gateway/episodes.py):
+# spans in one state (`ended_at` null while open) and moments (`alarm_test`). Never pruned:
+# they are the compliance record, whatever the telemetry retention.
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    UniqueConstraint("elevator_id", "kind", "started_at", name="ux_episodes_start"),
+    Index("ix_episodes_started", "started_at"),
+    Index("ix_episodes_elevator", "elevator_id", "started_at"),
+    Index("ix_episodes_ended", "ended_at"),
+)
+
+# When each elevator was last heard from (any frame), to a day: which registered
+# elevators send no telemetry at all, whatever the time-series store.
+telemetry_heard = Table(
+    "telemetry_heard",
+    metadata,
+    Column("elevator_id", String(64), primary_key=True),
+    Column("heard_at", UtcDateTime, nullable=False),
+)
+
+# Maintenance visits as the maintenance unit reports them (`POST .../maintenance`); the
+# telemetry's sessions are their evidence. Kept 5 years: never pruned.
+maintenance_records = Table(
+    "maintenance_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("elevator_id", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("company", Text, nullable=False),
+    Column("technician", Text, nullable=False),
+    Column("items", Text, nullable=False),  # JSON list of strings
+    Column("duration_min", Integer, nullable=False),
+    Column("note", Text),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Index("ix_maintenance_records_elevator", "elevator_id", "at"),
+    Index("ix_maintenance_records_at", "at"),
 )

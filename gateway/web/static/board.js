@@ -171,6 +171,7 @@ function fill(card, { incident, elevator }) {
     `${t("companions")}: ${kindName(c.kind)} · ${t("state_" + c.state, c.state)} · ${clockTime(c.opened_at)}`)));
   q(".timeline").replaceChildren(...(incident.timeline || []).map((e) =>
     el("li", {}, el("time", {}, clockTime(e.at)), ` ${e.what}`)));
+  q(".drill-flag").hidden = !incident.drill;
   card.dataset.state = incident.state;
   card.dataset.kind = incident.kind;
   card.classList.toggle("flash", unacknowledged(incident));
@@ -370,6 +371,20 @@ if (canAct) {
     if (next) act(next);
   });
 }
+
+// A drill: an entrapment exercise on one elevator, run like any other incident and left out
+// of every figure; its card comes back on the event stream like any other.
+document.getElementById("drill")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("drill-elevator");
+  const body = { elevator_id: input.value.trim(), kind: "entrapment", source: "other", drill: true };
+  try {
+    await api("POST", "/api/incidents", body);
+    input.value = "";
+  } catch (error) {
+    toast(`${t("action_failed")}: ${error.message}`);
+  }
+});
 
 connect();
 

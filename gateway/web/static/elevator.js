@@ -27,7 +27,10 @@ async function loadLive() {
     online: yesNo(e.online), floor: show(body.floor), door: val(body.door), mode: val(body.mode),
     occupied: yesNo(body.occupied), moving: yesNo(body.moving), power: val(body.power),
     last_frame: e.last_frame ? dateTime(e.last_frame.received_at) : "—",
+    alarm_test: (e.last_alarm_test_at ? dateTime(e.last_alarm_test_at) : t("never")) +
+      (e.alarm_test_overdue ? ` · ${t("alarm_test_overdue")}` : ""),
   });
+  document.querySelector('#live dd[data-key="alarm_test"]').classList.toggle("bad", e.alarm_test_overdue);
   return e;
 }
 
@@ -165,9 +168,19 @@ async function loadBlackBox(e) {
   document.body.dataset.loaded = "true";
 }
 
+// The file: every record of the elevator, one timeline, newest first on the page.
+async function loadFile() {
+  const file = await api("GET", `/api/elevators/${encodeURIComponent(ELEVATOR)}/file`);
+  const rows = file.entries.slice().reverse().map((e) => el("tr", { class: e.flag ? "flagged" : "" },
+    el("td", {}, dateTime(e.at)), el("td", {}, e.until ? dateTime(e.until) : "—"),
+    el("td", {}, t("file_" + e.type, e.type)), el("td", {}, e.summary), el("td", {}, show(e.flag))));
+  document.querySelector("#file tbody").replaceChildren(...rows);
+}
+
 function failed(error) {
   toast(`${t("load_failed")}: ${error.message}`);
 }
 
 loadLive().then(loadBlackBox).catch(failed);
+loadFile().catch(failed);
 setInterval(() => loadLive().catch(failed), LIVE_MS);

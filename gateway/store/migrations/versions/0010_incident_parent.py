@@ -1,13 +1,13 @@
 """incidents: `parent_id`, a companion's main incident (one episode of one car, one card)
 
-Revision ID: 0007
+Revision ID: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 
 
 def upgrade() -> None:
