@@ -39,9 +39,11 @@ def _alerts(store: Store, eid: str) -> list[tuple[str, str]]:
     """(type, kind) of the alerts published for `eid` since the last call."""
     out = []
     with store.claim_outbox(at(10**6), limit=100_000) as claim:
-        for m in claim.messages:
-            payload = json.loads(m.payload) if m.payload else {}
-            if m.target == "dispatch/alerts" and payload.get("elevator_id") == eid:
+        for m in claim.messages:  # the store is shared: other tests' messages are there too
+            if m.target != "dispatch/alerts":
+                continue
+            payload = json.loads(m.payload)
+            if payload.get("elevator_id") == eid:
                 out.append((payload["type"], payload["kind"]))
                 assert m.id is not None
                 claim.done(m.id)
