@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, load_settings, parse_tokens
+from gateway.settings import ConfigError, Settings, load_settings, parse_tokens
 
 
 def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +72,12 @@ def test_urls_are_redacted_for_logs() -> None:
         redact_url("https://hooks.example/alarm?token=s3cret") == "https://hooks.example/alarm?***"
     )
     assert redact_url("sqlite:///gateway.db") == "sqlite:///gateway.db"
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md names every setting (a row may name several: `_ORG`, `_BUCKET`)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    named = set(re.findall(r"`(GATEWAY_[A-Z0-9_]+)`", doc))
+    named |= {f"GATEWAY_TSDB{suffix}" for suffix in re.findall(r"`(_[A-Z]+)`", doc)}
+    missing = [f for f in Settings.model_fields if f"GATEWAY_{f.upper()}" not in named]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
