@@ -285,3 +285,23 @@ def test_docs_load_with_no_request_leaving_localhost(gw: Gateway, browser: Brows
     own = url(gw, "/")
     assert requested and all(u.startswith(own) for u in requested), requested
     context.close()
+
+
+# -- a drill (last: its row adds to the board the tests above count) --------------------------
+def test_a_drill_started_on_the_board_is_a_marked_row_of_its_own(
+    gw: Gateway, browser: Browser, episode: dict[str, Any]
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    login(page, gw, "dispatcher", "/board")
+    page.fill("#drill-elevator", TRAPPED_ID)
+    page.click('#drill button[type="submit"]')
+    # A row of its own, marked, beside the real entrapment of the same car (never joined).
+    rows = page.locator(".card", has=page.locator(f'a.elevator:text-is("{TRAPPED_ID}")'))
+    expect(rows).to_have_count(2)
+    drill_row = rows.filter(has=page.locator(".drill-flag:visible"))
+    expect(drill_row).to_have_count(1)
+    expect(drill_row.locator(".drill-flag")).to_have_text(EN["drill"])
+    listed = call(gw, "GET", f"/api/incidents?elevator_id={TRAPPED_ID}", "dispatcher")
+    assert sorted(i["drill"] for i in listed) == [False, True]
+    context.close()
