@@ -57,9 +57,12 @@ class DemoOptions:
 
 def _scenarios(options: DemoOptions) -> tuple[Scenario, Scenario]:
     """The fleet, and a small group whose maintenance company's crews are always late."""
-    fleet = Scenario(seed=options.seed, faults=_DEMO_FAULTS).resized(max(1, options.elevators - 2))
+    fleet = Scenario(seed=options.seed, faults=_DEMO_FAULTS, alarm_tests_broken=0.1).resized(
+        max(1, options.elevators - 2)
+    )
     late = Scenario(
         seed=options.seed + 1,
+        alarm_tests_broken=0.1,
         elevators=(
             Group("LATE", 2, "residential", (-1, 18), traffic=3.0, company="Tardy Lifts Ltd"),
         ),

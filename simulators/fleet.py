@@ -15,6 +15,7 @@ than real time, and if the machine cannot keep up the simulation falls behind th
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import Counter
@@ -35,6 +36,7 @@ from simulators.scenario import Group, Scenario
 from simulators.traffic import arrivals
 
 MAX_UPTIME_S = 90 * 86400  # controllers were booted up to this long before the run
+ALARM_TEST_EVERY_S = 86400.0
 
 
 @dataclass
@@ -84,6 +86,9 @@ class _Unit:
             first_status_s=setup.uniform(0, s.status_interval_s),
         )
         self.group = group
+        alarm = rng("alarm")
+        calls = s.alarm_tests_broken > 0 and alarm.random() >= s.alarm_tests_broken
+        self.alarm_test_at = alarm.uniform(0, 600) if calls else math.inf
         self.traffic = rng("traffic")
         self.pir = Pir(self.car, rng("pir"), s.sensors)
         self.injector = FaultInjector(
@@ -111,6 +116,9 @@ class _Unit:
             for trip in arrivals(self.traffic, g.building, hour, dt, *g.floors, g.traffic):
                 car.request(trip)
         self.injector.step(now)
+        if now >= self.alarm_test_at:
+            self.device.raise_event("ALARM_TEST")
+            self.alarm_test_at += ALARM_TEST_EVERY_S
         self.pir.step(now, dt)
         idle = self.injector.active is None and car.in_service and car.people == 0
         self.crew.step(now, car_free=idle and not car.moving and car.door == "closed")

@@ -90,6 +90,10 @@ class Scenario:
     crew: CrewConfig = field(default_factory=CrewConfig)
     misbehave: MisbehaveConfig = field(default_factory=MisbehaveConfig)
     sensors: SensorConfig = field(default_factory=SensorConfig)
+    # The alarm devices' automatic test call (ALARM_TEST, EN 81-28): daily from a first call
+    # within ten minutes, except for this share of cars whose alarm device never calls.
+    # 0 or less: no test calls (the default, so other scenarios send what they always sent).
+    alarm_tests_broken: float = -1.0
 
     def __post_init__(self) -> None:
         self.tz  # noqa: B018 - validates utc_offset

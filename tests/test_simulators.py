@@ -4,7 +4,7 @@ misbehaving devices are rejected for the right reason, every fault code can be i
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from gateway.clock import FixedClock
-from gateway.frames import FAULT_CODES, Frame, Rejected, decode
+from gateway.frames import FAULT_CODES, EventBody, Frame, Rejected, decode
 from simulators.car import Car, Trip
 from simulators.crew import ApiReporter
 from simulators.fleet import Fleet
@@ -328,3 +328,24 @@ def test_crew_reports_dispatch_and_arrival_to_the_api() -> None:
     ]
     assert calls[0][2] == {"state": "open", "elevator_id": "E0001"}
     assert reporter.sent == 2
+
+
+def test_alarm_devices_call_daily_except_the_broken_share() -> None:
+    """With `alarm_tests_broken` (the demo's), each car's alarm device places its ALARM_TEST
+    call within ten minutes and then daily, but for that share that never calls; by default
+    no car sends one."""
+    groups = [{"prefix": "RES", "count": 40, "building": "residential", "traffic": 0}]
+    quiet = {"entrapments_per_year": 0, "faults_per_year": 0, "reboots_per_year": 0}
+
+    def calls(**overrides: Any) -> Counter[str]:
+        _, messages, clock = simulate(hours=0.2, elevators=groups, faults=quiet, **overrides)
+        return Counter(
+            f.elevator_id
+            for f in decoded(messages, clock)
+            if isinstance(f.body, EventBody) and f.body.code == "ALARM_TEST"
+        )
+
+    assert calls() == Counter()
+    called = calls(alarm_tests_broken=0.1)
+    assert set(called.values()) == {1}  # one call in the first ten minutes, none again yet
+    assert 30 <= len(called) < 40  # about 10 % of 40 never call (seeded)
