@@ -67,7 +67,7 @@ from gateway.settings import load_settings
 from gateway.tsdb import InfluxSink, to_point
 from simulators.device import Emitted
 from simulators.profiled import ProfileSpeaker
-from tests.services import VictoriaMetrics, free_port, make_broker, make_vm
+from tests.services import Broker, VictoriaMetrics, free_port, make_broker, make_vm
 
 
 def _frame(eid: str, seq: int, ts: str) -> bytes:
@@ -241,7 +241,13 @@ def warm_store(vm_url: str, store: Store, elevators: int) -> tuple[int, int]:
 class Run:
     rate: float  # frames/s
     consumer_cpu_us: float  # the consumer's processes, CPU µs per frame
+    broker_cpu_s: float  # Mosquitto, CPU s per 100k frames
     store_cpu_s: float | None = None  # VictoriaMetrics, CPU s per 100k frames
+    receiver_cpu_us: float | None = None  # of consumer_cpu_us, the gateway's receiver's
+
+
+def _per_100k(seconds: float, frames: int) -> float:
+    return seconds * 1e5 / frames
 
 
 def _spawn(target: object, *args: object) -> multiprocessing.process.BaseProcess:
@@ -254,27 +260,32 @@ def _marks() -> Any:
     return multiprocessing.get_context("spawn").Array("d", 4, lock=False)
 
 
-def _drain_bare(drain: object, port: int, client_id: str, frames: int) -> Run:
+def _drain_bare(drain: object, port: int, client_id: str, frames: int, broker_pid: int) -> Run:
     marks = _marks()
+    broker_cpu = cpu_s(broker_pid)
     proc = _spawn(drain, port, client_id, frames, marks)
     proc.join(900)
     return Run(
         frames / (marks[baselines.LAST] - marks[baselines.FIRST]),
         (marks[baselines.LAST_CPU] - marks[baselines.FIRST_CPU]) * 1e6 / frames,
+        _per_100k(cpu_s(broker_pid) - broker_cpu, frames),
     )
 
 
-def _drain_bridge(port: int, client_id: str, frames: int, store: Store, rows: int) -> Run:
+def _drain_bridge(
+    port: int, client_id: str, frames: int, broker_pid: int, store: Store, rows: int
+) -> Run:
     marks = _marks()
-    base, vm_cpu = store.rows(), store.cpu_s()
+    base, vm_cpu, broker_cpu = store.rows(), store.cpu_s(), cpu_s(broker_pid)
     proc = _spawn(baselines.bridge, port, client_id, frames, store.port, marks)
     end = store.wait_rows(base + frames * rows)
-    vm_used = store.cpu_s() - vm_cpu
+    vm_used, broker_used = store.cpu_s() - vm_cpu, cpu_s(broker_pid) - broker_cpu
     proc.join(900)
     return Run(
         frames / (end - marks[baselines.FIRST]),
         (marks[baselines.LAST_CPU] - marks[baselines.FIRST_CPU]) * 1e6 / frames,
-        vm_used * 1e5 / frames,
+        _per_100k(broker_used, frames),
+        _per_100k(vm_used, frames),
     )
 
 
@@ -286,17 +297,19 @@ def _session_of(name: str, when: str) -> str:
     return f"bench-{name.replace(' ', '-')}-{when}"
 
 
-def drain_baseline(name: str, when: str, port: int, frames: int, store: Store, rows: int) -> Run:
+def drain_baseline(
+    name: str, when: str, port: int, frames: int, broker_pid: int, store: Store, rows: int
+) -> Run:
     client_id = _session_of(name, when)
     if name == "minimal bridge":
-        return _drain_bridge(port, client_id, frames, store, rows)
+        return _drain_bridge(port, client_id, frames, broker_pid, store, rows)
     drain = baselines.bare_libmosquitto if name == "bare libmosquitto" else baselines.bare_paho
-    return _drain_bare(drain, port, client_id, frames)
+    return _drain_bare(drain, port, client_id, frames, broker_pid)
 
 
 def _gateway(
     work: Path,
-    broker_url: str,
+    broker: Broker,
     vm_url: str,
     store: Store,
     rows: int,
@@ -307,9 +320,10 @@ def _gateway(
     """The gateway on `client` draining the queue of session `label`: frames/s from the first
     frame taken in to the store's row counter holding every frame; CPU per frame of the
     gateway's processes (pipeline and writer here, libmosquitto's receiver apart)."""
+    assert broker.proc is not None
     name = "-".join(filter(None, (client, label)))
     settings = load_settings(
-        mqtt_url=broker_url,
+        mqtt_url=broker.url,
         mqtt_client=client,
         mqtt_client_id=f"bench-gateway-{name}",
         tsdb_url=vm_url,
@@ -326,41 +340,54 @@ def _gateway(
             if time.perf_counter() > deadline:
                 raise TimeoutError("the gateway took no frame in")
             time.sleep(0.005)
-        start, cpu, vm_cpu = time.perf_counter(), time.process_time(), store.cpu_s()
+        start, cpu = time.perf_counter(), time.process_time()
+        vm_cpu, broker_cpu = store.cpu_s(), cpu_s(broker.proc.pid)
         receiver_cpu = cpu_s(receiver.pid) if receiver else 0.0
         end = store.wait_rows(base + frames * rows)
-        vm_used = store.cpu_s() - vm_cpu
+        vm_used, broker_used = store.cpu_s() - vm_cpu, cpu_s(broker.proc.pid) - broker_cpu
         used = time.process_time() - cpu
-        used += cpu_s(receiver.pid) - receiver_cpu if receiver else 0.0
+        receiver_used = cpu_s(receiver.pid) - receiver_cpu if receiver else 0.0
         sink = gw.writer._sink
-    run = Run(frames / (end - start), used * 1e6 / frames, vm_used * 1e5 / frames)
+    run = Run(
+        frames / (end - start),
+        (used + receiver_used) * 1e6 / frames,
+        _per_100k(broker_used, frames),
+        _per_100k(vm_used, frames),
+        receiver_used * 1e6 / frames,
+    )
     requests = getattr(sink, "requests", 0)
     print(
         f"gateway on {client}{f' ({label})' if label else ''}: {run.rate:,.0f} frames/s, "
-        f"{run.consumer_cpu_us:.0f} µs CPU per frame"
-        + (f", {frames / requests:,.0f} points/request" if requests else "")
+        f"{run.consumer_cpu_us:.1f} µs CPU per frame ({run.receiver_cpu_us:.1f} of it the "
+        "receiver's)" + (f", {frames / requests:,.0f} points/request" if requests else "")
     )
     return run
 
 
-def _table(runs: dict[str, list[Run]], gateways: dict[str, Run], frames: int) -> None:
-    print(f"\n{'':28}{'frames/s':>10}{'before':>10}{'after':>10}"
-          f"{'CPU µs/frame':>14}{'VM CPU s/100k':>15}")  # fmt: skip
+def _row(name: str, rate: str, runs: list[Run]) -> str:
+    def mean(values: list[float | None]) -> str:
+        if None in values:
+            return ""
+        return f"{sum(values) / len(values):.2f}"  # type: ignore[arg-type]
+
+    return (
+        f"{name:26}{rate:>30}{mean([r.consumer_cpu_us for r in runs]):>14}"
+        f"{mean([r.broker_cpu_s for r in runs]):>15}{mean([r.store_cpu_s for r in runs]):>11}"
+    )
+
+
+def _table(runs: dict[str, list[Run]], gateways: dict[str, Run]) -> None:
+    """Each baseline's mean (before, after), the gateway, its ratios, and CPU: the consumer's
+    own µs per frame, Mosquitto's and VictoriaMetrics' CPU seconds per 100k frames."""
+    print(f"\n{'':26}{'frames/s (before, after)':>30}{'CPU µs/frame':>14}"
+          f"{'broker s/100k':>15}{'VM s/100k':>11}")  # fmt: skip
     means = {}
     for name, (before, after) in runs.items():
         means[name] = (before.rate + after.rate) / 2
-        cpu = (before.consumer_cpu_us + after.consumer_cpu_us) / 2
-        vm = (
-            f"{(before.store_cpu_s + after.store_cpu_s) / 2:15.2f}"
-            if before.store_cpu_s is not None and after.store_cpu_s is not None
-            else f"{'':15}"
-        )
-        print(
-            f"{name:28}{means[name]:10,.0f}{before.rate:10,.0f}{after.rate:10,.0f}{cpu:14.1f}{vm}"
-        )
+        rate = f"{means[name]:,.0f} ({before.rate:,.0f}, {after.rate:,.0f})"
+        print(_row(name, rate, [before, after]))
     for client, run in gateways.items():
-        print(f"{'gateway on ' + client:28}{run.rate:10,.0f}{'':20}"
-              f"{run.consumer_cpu_us:14.1f}{run.store_cpu_s:15.2f}")  # fmt: skip
+        print(_row(f"gateway on {client}", f"{run.rate:,.0f}", [run]))
         for name, mean in means.items():
             print(f"  ratio gateway on {client} / {name}: {run.rate / mean:.2f}")
 
@@ -389,6 +416,8 @@ def main() -> None:
     vm.start()
     try:
         store = Store(vm)
+        assert broker.proc is not None
+        broker_pid = broker.proc.pid
         sessions = [_session_of(b, when) for b in BASELINES for when in _WHEN]
         sessions += [f"bench-gateway-{c}" for c in clients]
         sessions += [f"bench-gateway-{c}-native-again" for c in clients if args.profile]
@@ -418,13 +447,15 @@ def main() -> None:
 
         def drain_baselines(when: str) -> None:
             for name in BASELINES:
-                run = drain_baseline(name, when, broker.port, args.frames, store, bridge_rows)
+                run = drain_baseline(
+                    name, when, broker.port, args.frames, broker_pid, store, bridge_rows
+                )
                 runs[name].append(run)
                 print(f"{name} ({when}): {run.rate:,.0f} frames/s, "
                       f"{run.consumer_cpu_us:.1f} µs CPU per frame")  # fmt: skip
 
         def gateway(client: str, label: str = "") -> Run:
-            return _gateway(work, broker.url, vm.url, store, gw_rows, client, args.frames, label)
+            return _gateway(work, broker, vm.url, store, gw_rows, client, args.frames, label)
 
         drain_baselines("before")
         gateways = {c: gateway(c) for c in clients}
@@ -438,7 +469,7 @@ def main() -> None:
                 f"CPU per frame {profiled.consumer_cpu_us / cpu:.2f}"
             )
         drain_baselines("after")
-        _table(runs, gateways, args.frames)
+        _table(runs, gateways)
     finally:
         broker.stop()
         vm.stop()
