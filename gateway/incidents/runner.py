@@ -97,18 +97,20 @@ class IncidentRunner:
         self._thread.join()
 
     def _run(self) -> None:
+        on_frame = self._incidents.on_frame
         while (work := self._inbox.get()) is not _STOP:
             for item in work:  # type: ignore[attr-defined]
-                self._do(item)
+                if isinstance(item, Frame):  # nearly every item: no call to `_do` for it
+                    try:
+                        on_frame(item)
+                    except Exception:
+                        metrics.CONSUMER_ERRORS.inc()
+                        log.exception("incident_frame_failed", elevator_id=item.elevator_id)
+                else:
+                    self._do(item)
 
     def _do(self, item: Work) -> None:
-        if isinstance(item, Frame):
-            try:
-                self._incidents.on_frame(item)
-            except Exception:
-                metrics.CONSUMER_ERRORS.inc()
-                log.exception("incident_frame_failed", elevator_id=item.elevator_id)
-        elif isinstance(item, Alert):
+        if isinstance(item, Alert):
             self._store_alert(item)
         elif isinstance(item, Tick):
             with self._lock:
