@@ -29,10 +29,17 @@ window), a SQLite store and the packaged rules with their real holds (20 s, 30 s
 
 Under faults (issue 21), `--fault` starts the load phase with one of: `webhooks` (three
 alert webhook endpoints that accept connections and never answer, 60 s webhook timeout),
-`store` (the time-series store behind a proxy that holds every request 5 s), `database`
+`store` (the time-series store behind a proxy that holds every request 5 s; the proxy runs
+in a process of its own, as a store elsewhere would, so forwarding the writes never takes
+the GIL from this process's publisher and subscriber, whose clocks measure), `database`
 (a PostgreSQL store whose gateway backends are stopped with SIGSTOP for --pause seconds
-halfway through the run: the machine's server is shared, so it is never restarted here).
-`--faults` runs the healthy case and each fault in turn, one process each.
+halfway through the run, on the machine's shared server), `restart` (a PostgreSQL server of
+the benchmark's own, restarted once halfway through: connections cut, refused until it is
+back). `--faults` runs the healthy case and each fault in turn, one process each.
+
+An alert that falls due while the database does not answer can only go out once it answers
+(an alert is published once its incident is stored): those are reported apart, as their
+delay beyond the outage's end, and the p99 target applies to the others.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from gateway.rules import load_rules  # noqa: E402
 from gateway.settings import PACKAGED_RULES_DIR, Settings  # noqa: E402
 from tests.gateways import healthy, start_gateway  # noqa: E402
 from tests.services import (  # noqa: E402
+    PrivatePostgres,
     StallingProxy,
     free_port,
     make_broker,
@@ -321,15 +329,21 @@ def main() -> int:
     broker.start()
     vm.start()
     # The faults' parts; the store's proxy passes requests on untouched until the load phase.
-    proxy = StallingProxy(vm.port) if args.fault == "store" else None
+    proxy = _ProxyProcess(vm.port) if args.fault == "store" else None
     hanging = [StallingProxy(0, hanging=True) for _ in range(3 if args.fault == "webhooks" else 0)]
     db = make_pg_database() if args.fault == "database" else None
+    server = PrivatePostgres() if args.fault == "restart" else None
+    if server is not None:
+        server.start()
+    outage: list[float] = []  # epoch seconds the database stopped and came back
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | {
         "PYTHONPATH": str(ROOT),
         "GATEWAY_MQTT_URL": broker.url,
         "GATEWAY_MQTT_CLIENT_ID": _CLIENT_ID,
         "GATEWAY_TSDB_URL": proxy.url if proxy else vm.url,
-        "GATEWAY_STORE_URL": db.url if db else f"sqlite:///{work / 'gateway.db'}",
+        "GATEWAY_STORE_URL": (
+            db.url if db else server.url if server else f"sqlite:///{work / 'gateway.db'}"
+        ),
         "GATEWAY_SPOOL_DIR": str(work / "spool"),
         "GATEWAY_HTTP_PORT": str(free_port()),
         "GATEWAY_RULES_DIR": str(args.rules_dir),
@@ -397,12 +411,12 @@ def main() -> int:
             p.start()
         time.sleep(max(0.0, t0 - time.time()))
         if proxy is not None:
-            proxy.delay_s = 5.0
+            proxy.delay_s.value = 5.0
+        at = t0 + args.duration / 2
         if db is not None:
-            pause = threading.Thread(
-                target=_pause_database, args=(db.name, t0 + args.duration / 2, args.pause)
-            )
-            pause.start()
+            threading.Thread(target=_pause_database, args=(db.name, at, args.pause, outage)).start()
+        if server is not None:
+            threading.Thread(target=_restart_database, args=(server, at, outage)).start()
         accepted0 = _accepted(env)
         _entrapments(pub, traps, t0, t0 + args.duration)
         time.sleep(max(0.0, t0 + args.duration - time.time()))
@@ -429,11 +443,15 @@ def main() -> int:
             first = dict(seen.first)
             other = dict(seen.other)
         latencies, ingest, alerting, wrong_rule = [], [], [], []
+        during: list[float] = []  # due while the database was away: delay past its return
         for trap in traps:
             if trap.eid not in first or trap.published is None:
                 continue
             received, alert = first[trap.eid]
             due = trap.published + trap.hold
+            if outage and outage[0] <= due <= outage[1]:
+                during.append(received - outage[1])
+                continue
             at = datetime.fromisoformat(alert["at"]).timestamp()
             latencies.append(received - due)
             ingest.append(at - due)
@@ -455,6 +473,14 @@ def main() -> int:
             if got:
                 print(f"  {rule:24s} hold {holds[rule]:4g} s: {_summary('latency', got)}")
         ok = True
+        if outage:
+            print(
+                f"database away {outage[1] - outage[0]:.2f} s: {len(during)} alerts fell due "
+                f"meanwhile, out {_summary('after it answered again', during)}"
+                if during
+                else f"database away {outage[1] - outage[0]:.2f} s: no alert fell due meanwhile"
+            )
+            print("the figures below are the alerts that fell due while it answered")
         if latencies:
             print(_summary("alert latency (published + hold -> on dispatch/alerts)", latencies))
             print("  split by the alert's `at` (the gateway's receive time + hold):")
@@ -502,18 +528,59 @@ def main() -> int:
                 part.close()
         if db is not None:
             db.drop()
+        if server is not None:
+            server.remove()
         shutil.rmtree(work, ignore_errors=True)
 
 
-_FAULTS = ("none", "webhooks", "store", "database")
+_FAULTS = ("none", "webhooks", "store", "database", "restart")
 
 
-def _pause_database(name: str, at: float, seconds: float) -> None:
+class _ProxyProcess:
+    """A `StallingProxy` in front of `target_port`, run in a process of its own; its delay
+    is the shared `delay_s`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.delay_s = multiprocessing.Value("d", 0.0)
+        port = multiprocessing.Value("i", 0)
+        self._process = multiprocessing.Process(
+            target=_run_proxy, args=(target_port, port, self.delay_s), daemon=True
+        )
+        self._process.start()
+        while not port.value:
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port.value}"
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.join()
+
+
+def _run_proxy(target_port: int, port: Any, delay_s: Any) -> None:
+    proxy = StallingProxy(target_port)
+    port.value = proxy.port
+    while True:
+        proxy.delay_s = delay_s.value
+        time.sleep(0.05)
+
+
+def _pause_database(name: str, at: float, seconds: float, outage: list[float]) -> None:
     """Stop the gateway's PostgreSQL backends for `seconds` from `at` (epoch seconds)."""
     time.sleep(max(0.0, at - time.time()))
     with paused_backends(name) as pids:
+        outage.append(time.time())
         print(f"database: {len(pids)} gateway backends stopped for {seconds:g} s")
         time.sleep(seconds)
+    outage.append(time.time())
+
+
+def _restart_database(server: PrivatePostgres, at: float, outage: list[float]) -> None:
+    """Restart the gateway's PostgreSQL server at `at` (epoch seconds)."""
+    time.sleep(max(0.0, at - time.time()))
+    outage.append(time.time())
+    server.restart()
+    outage.append(time.time())
+    print(f"database: server restarted in {outage[1] - outage[0]:.2f} s")
 
 
 def _all_faults(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""How a webhook receiver checks a gateway request (README, "Security"). Standard library only:
+"""How a webhook receiver checks a gateway request (docs/security.md). Standard library only:
 copy it into the receiver. Also dedup on the alert's `id`, as a retry may repeat one."""
 
 import hashlib

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -298,6 +299,56 @@ def make_pg_database() -> PgDatabase:
     with _pg_admin() as admin:
         admin.execute(f'CREATE DATABASE "{db.name}"')
     return db
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of its own (initdb into `tmp`, a free port), for the benchmarks that
+    restart the server, which the machine's shared one cannot be. Run as the `postgres` user
+    when started as root (the server refuses root), in a directory of its own under /tmp
+    that user can reach. `url` is its `postgres` database; `remove()` deletes it all."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
+        self._bin = _pg_bindir()
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self._ctl("start", "-w")
+
+    def restart(self) -> None:
+        """A fast shutdown (connections cut, transactions rolled back) and a start."""
+        self._ctl("restart", "-w", "-m", "fast")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ctl("stop", "-w", "-m", "immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
+        data, log = str(self.dir / "data"), str(self.dir / "log")
+        self._run("pg_ctl", "-D", data, "-l", log, "-o", options, *args)
+
+    def _run(self, tool: str, *args: str) -> None:
+        argv = [str(self._bin / tool), *args]
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        subprocess.run(argv, check=True, capture_output=True, cwd=self.dir)
+
+
+def _pg_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts[-3])
+    if not found:
+        raise RuntimeError("PostgreSQL's server binaries are not installed: run .ci/run")
+    return found[-1].parent
 
 
 class StallingProxy:

@@ -377,9 +377,9 @@ class _Row:
 
 
 # -- webhooks ------------------------------------------------------------------------------------
-def test_readme_quotes_the_verifier_that_the_tests_run() -> None:
+def test_security_doc_quotes_the_verifier_that_the_tests_run() -> None:
     code = (ROOT / "deploy" / "verify_webhook.py").read_text()
-    assert code.strip() in (ROOT / "README.md").read_text()
+    assert code.strip() in (ROOT / "docs" / "security.md").read_text()
 
 
 @pytest.fixture
