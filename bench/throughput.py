@@ -221,10 +221,10 @@ class Store:
         return rows - before
 
 
-def warm_store(vm_url: str, store: Store, elevators: int) -> tuple[int, int]:
+def warm_store(vm_url: str, elevators: int, store: Store | None = None) -> None:
     """One status point per elevator, written straight to the store, the way the gateway
-    would write it and the way the bridge would: the fleet's series exist before the
-    measured runs. Returns the store rows per frame: the gateway's, the bridge's."""
+    would write it (and, given the `store`, the way the bridge would: its own series too):
+    the fleet's series exist before the measured runs."""
     settings = load_settings(tsdb_url=vm_url)
     sink = InfluxSink(
         vm_url, settings.tsdb_token, settings.tsdb_org, settings.tsdb_bucket, timeout_s=60
@@ -240,9 +240,18 @@ def warm_store(vm_url: str, store: Store, elevators: int) -> tuple[int, int]:
         lines.append(baselines.line_of(payload))
     for start in range(0, len(points), 5000):
         sink.write(points[start : start + 5000])
-        store.rows_of(lines[start : start + 5000])
+        if store is not None:
+            store.rows_of(lines[start : start + 5000])
     sink.close()
-    return store.rows_of([points[0].line]), store.rows_of([lines[0]])
+
+
+def rows_per_frame(store: Store) -> tuple[int, int]:
+    """The store's rows for one frame: the gateway's line, the bridge's (each written once)."""
+    now = datetime.now(UTC)
+    payload = _frame("CAL", 0, now.isoformat())
+    frame = decode("elevators/CAL/status", payload, now)
+    assert isinstance(frame, Frame), frame
+    return store.rows_of([to_point(frame).line]), store.rows_of([baselines.line_of(payload)])
 
 
 def quiet(pids: list[int], timeout_s: float = 30.0) -> None:
@@ -410,9 +419,9 @@ def _table(runs: dict[str, list[Run]], gateways: dict[str, Run], lags_s: list[fl
         for name, mean in means.items():
             print(f"  ratio gateway on {client} / {name}: {run.rate / mean:.2f}")
     print(
-        f"(the store counted the warm-up's writes {min(lags_s):.2f}-{max(lags_s):.2f} s after "
-        "answering them: the gateway's and the bridge's times include one such lag, the bare "
-        "consumers' none)"
+        f"(the store counted the writes before the runs {min(lags_s):.2f}-{max(lags_s):.2f} s "
+        "after answering them: the gateway's and the bridge's times include one such lag, the "
+        "bare consumers' none)"
     )
 
 
@@ -456,14 +465,10 @@ def main() -> None:
         queue_frames(broker.port, args.frames, args.elevators, args.publishers)
         took = time.perf_counter() - t0
         print(f"queued {args.frames} frames for {len(sessions)} sessions in {took:.1f} s")
-        if args.cold_store:
-            rows = (
-                store.rows_of([to_point(_probe()).line]),
-                store.rows_of([baselines.line_of(_probe().payload)]),
-            )
-        else:
-            rows = warm_store(vm.url, store, args.elevators)
+        if not args.cold_store:
+            warm_store(vm.url, args.elevators, store)
             print(f"store warmed: one point for each of {args.elevators} elevators")
+        rows = rows_per_frame(store)
         gw_rows, bridge_rows = rows
         print(f"store rows per frame: gateway {gw_rows}, bridge {bridge_rows}")
 
@@ -499,13 +504,6 @@ def main() -> None:
     finally:
         broker.stop()
         vm.stop()
-
-
-def _probe() -> Frame:
-    now = datetime.now(UTC)
-    frame = decode("elevators/CAL/status", _frame("CAL", 0, now.isoformat()), now)
-    assert isinstance(frame, Frame)
-    return frame
 
 
 if __name__ == "__main__":
