@@ -293,7 +293,9 @@ class Gateway:
         self._reload_rules.set()
 
     def _detect(self, frame: Frame) -> None:
-        self._raise(self.rules.observe(frame, frame.received_at))
+        alerts = self.rules.observe(frame, frame.received_at)
+        if alerts:  # most frames raise none: no generator built for them
+            self._raise(alerts)
 
     def _raise(self, alerts: Iterable[Alert]) -> None:
         self._for_incidents.extend(a for a in alerts if self._worth_raising(a))

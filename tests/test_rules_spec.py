@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.rules import RuleError, load_rules
-from gateway.rules.expr import ExprError, compile_expr
+from gateway.rules.expr import ExprError, compile_expr, compile_mask
 from gateway.rules.spec import DEFAULT_RULES_DIR
 
 GOOD_RULE = """\
@@ -211,3 +211,23 @@ def _reference(t: Any, car: Any) -> bool:
 def test_compiled_conditions_agree_with_a_reference(tree: Any, car: Any) -> None:
     got = compile_expr(_render(tree)).fn(SimpleNamespace(status=car))
     assert bool(got) == _reference(tree, car)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(_TREE, max_size=6),
+    st.builds(
+        SimpleNamespace,
+        moving=st.booleans(),
+        occupied=st.booleans(),
+        door=st.sampled_from(["open", "closed", "fault", "closing"]),
+        floor=st.integers(-5, 12),
+    ),
+)
+def test_a_mask_holds_the_bits_of_the_conditions_that_hold(trees: list[Any], car: Any) -> None:
+    """The rule engine evaluates a rule set in one call: bit i set iff condition i holds."""
+    exprs = [compile_expr(_render(t)) for t in trees]
+    bits = [1 << i for i in range(len(exprs))]
+    view = SimpleNamespace(status=car)
+    expected = sum(b for e, b in zip(exprs, bits, strict=True) if e.fn(view))
+    assert compile_mask(list(zip(exprs, bits, strict=True)))(view) == expected

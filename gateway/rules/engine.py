@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from gateway.frames import EventBody, Frame, StatusBody
-from gateway.rules.expr import SHARED_STATUS, Fn
+from gateway.rules.expr import SHARED_STATUS, Fn, compile_mask
 from gateway.rules.spec import Rule, RuleSet
 
 _CLASS_BITS: Final = {"entrapment": 1, "accident": 2, "fault": 4, "event": 8}
@@ -285,8 +285,16 @@ class RuleEngine:
             if c.rule.condition.code is not None:
                 code = c.rule.condition.code
                 self._event_by_code[code] = (*self._event_by_code.get(code, ()), c)
-        self._mutes = tuple(
-            (m.condition.fn, sum(_CLASS_BITS[k] for k in set(m.classes))) for m in rules.mutes
+        # Each rule set's conditions in one call (bit i: its i-th rule's condition holds).
+        self._status_levels = compile_mask(
+            [(c.rule.condition, 1 << i) for i, c in enumerate(self._status)]
+        )
+        self._online_levels = compile_mask(
+            [(c.rule.condition, 1 << i) for i, c in enumerate(self._online)]
+        )
+        # The incident classes muted for a car (maintenance, a technician on site...).
+        self._mute_mask = compile_mask(
+            [(m.condition, sum(_CLASS_BITS[k] for k in set(m.classes))) for m in rules.mutes]
         )
         self._silence = rules.settings.silence
 
@@ -321,7 +329,7 @@ class RuleEngine:
             self._seen(car, t, out)
             car.apply_status(body, t)
             self._track_power(car, t, out)
-            self._evaluate(car, self._status, t, out)
+            self._evaluate(car, self._status, self._status_levels(car), t, out)
         elif isinstance(body, EventBody):
             self._seen(car, t, out)
             self._event(car, body, t, out)
@@ -415,7 +423,7 @@ class RuleEngine:
         if car.online == online:
             return
         car.online = online
-        self._evaluate(car, self._online, t, out)
+        self._evaluate(car, self._online, self._online_levels(car), t, out)
 
     def _expire(self, car: _Car, rule_id: str, deadline: float, out: list[Alert]) -> None:
         eps = car.episodes
@@ -436,13 +444,16 @@ class RuleEngine:
 
     # -- episodes --------------------------------------------------------------------------
     def _evaluate(
-        self, car: _Car, rules: tuple[_Compiled, ...], t: float, out: list[Alert]
+        self, car: _Car, rules: tuple[_Compiled, ...], levels: int, t: float, out: list[Alert]
     ) -> None:
-        """Evaluate status/online rules; most are false with no episode, so skip the rest."""
-        mask = self._mute_mask(car)
+        """Status/online rules, given which conditions hold (`levels`, bit i for `rules[i]`).
+        Most frames: none holds and no episode runs, and there is nothing to do."""
         eps = car.episodes
-        for c in rules:
-            level = not (c.bit & mask) and c.cond(car)
+        if not levels and not eps:
+            return
+        mask = self._mute_mask(car)
+        for i, c in enumerate(rules):
+            level = bool(levels >> i & 1) and not (c.bit & mask)
             if level or (eps and c.id in eps):
                 self._level(car, c, level, t, out)
                 eps = car.episodes
@@ -537,13 +548,6 @@ class RuleEngine:
                 Alert("clear", car.elevator_id, c.id, o.kind, o.severity, o.incident_class,
                       _at(t), ep.group)
             )  # fmt: skip
-
-    def _mute_mask(self, car: _Car | _EventView) -> int:
-        mask = 0
-        for fn, bits in self._mutes:
-            if fn(car):
-                mask |= bits
-        return mask
 
     # -- site power cut --------------------------------------------------------------------
     def _track_power(self, car: _Car, t: float, out: list[Alert]) -> None:

@@ -16,7 +16,7 @@ cost 9-900 µs a condition here, these well under 1 µs (`bench/rules_eval.py`).
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,6 +98,18 @@ def _function(body: ast.expr) -> Fn:
     tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
     # A tree of names, constants, comparisons and and/or/not only (checked): no builtins.
     return eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}})  # type: ignore[no-any-return]
+
+
+def compile_mask(conditions: Sequence[tuple[Expr, int]]) -> Callable[[Any], int]:
+    """One function for several conditions: the bits of those that hold, OR-ed together
+    (`lambda c: (b0 if cond0 else 0) | ...`). A frame evaluates a rule set in one call,
+    not one per rule: the conditions are pure, so evaluating them all changes nothing."""
+    mask: ast.expr = ast.Constant(0)
+    for expr, bits in conditions:
+        test = _boolean(ast.parse(expr.source.strip(), mode="eval").body)
+        term = ast.IfExp(test, ast.Constant(bits), ast.Constant(0))
+        mask = term if isinstance(mask, ast.Constant) else ast.BinOp(mask, ast.BitOr(), term)
+    return _function(mask)
 
 
 def _pinned_code(node: ast.expr) -> str | None:
