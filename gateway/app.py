@@ -57,9 +57,6 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 _RETRY_FLUSH_S = 1.0
-# Messages cut while the writer thread is busy (a slow store) that may wait on the worker
-# thread, which goes on processing frames meanwhile; past this many it waits for the writer.
-_MAX_WAITING_MESSAGES = 50_000
 _REGISTRY_REFRESH_S = 60.0
 _EVICT_EVERY = timedelta(minutes=1)
 _SWITCH_INTERVAL_S = 0.001
@@ -464,11 +461,11 @@ class Gateway:
         """Pass what was cut to the writer thread. While it is busy with a slow store, the
         batches wait here, the worker going on (a frame that traps someone is not held up by
         the store), and then go together, as one write: the slower the store, the larger the
-        writes, so one that answers slowly still keeps up. Past `_MAX_WAITING_MESSAGES`, or
+        writes, so one that answers slowly still keeps up. Past `max_waiting_messages`, or
         with `every`, the worker waits for the writer (its clocks still ticking)."""
         while self._flushed is not None:  # (a tick below may cut and hand over itself)
             batch = (*self._waiting, self._waiting_faults, self._flushed)
-            block = every or len(self._waiting[1]) > _MAX_WAITING_MESSAGES
+            block = every or len(self._waiting[1]) > self.settings.max_waiting_messages
             try:
                 if block:
                     self._batches.put(batch, timeout=_RETRY_FLUSH_S)

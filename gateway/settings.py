@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     mqtt_cert_file: FilePath | None = None
     mqtt_key_file: FilePath | None = None
     batch_size: int = Field(5000, ge=1)
+    # Messages cut while the writer waits for a slow store that may wait in memory (about
+    # 0.5 KB each) while the pipeline goes on; past this it waits for the writer. The store's
+    # answer time times the frame rate must fit: 5 s at 50,000 frames/s is 250,000.
+    max_waiting_messages: int = Field(250_000, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
     tsdb_timeout_s: float = Field(10.0, gt=0)
     spool_max_bytes: int = Field(1 << 30, gt=0)

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -39,6 +40,9 @@ _DEFAULT_RETENTION_S: Final = 30 * 86_400.0
 _PRUNE_CHUNK: Final = 10_000
 _PRUNE_EVERY_S: Final = 600.0
 _REPLAY_POINTS: Final = 5000  # per write when replaying the spool
+# Points per write request at most (about 7 MB of lines: under InfluxDB's 25 MB and
+# VictoriaMetrics' 32 MB request limits) when batches that waited for a slow store go together.
+_CHUNK_POINTS: Final = 20_000
 _DOOR_CODE = {"closed": 0, "opening": 1, "open": 2, "closing": 3, "fault": 4}
 
 
@@ -165,12 +169,18 @@ def incident_point(incident: Incident) -> Point:
 
 # -- sinks -----------------------------------------------------------------------------------
 class Sink(Protocol):
+    # Write requests it takes at once: a store that is slow to answer (not to parse) still
+    # takes the stream when the chunks of a large batch go side by side.
+    concurrent_writes: int
+
     def write(self, points: Sequence[Point]) -> None: ...
 
     def close(self) -> None: ...
 
 
 class InfluxSink:
+    concurrent_writes = 8  # within influxdb-client's connection pool (cpu_count * 5)
+
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float) -> None:
         # retries=False: a failed write goes to our spool at once instead of blocking here.
         self._client = InfluxDBClient(
@@ -206,6 +216,8 @@ class EmbeddedSink:
     """The relational store as the time-series store: each frame once, raw telemetry kept
     for `retention_s` (pruned from the writer's thread, a bounded chunk per write, so a
     large first pruning never holds a batch up for long)."""
+
+    concurrent_writes = 1  # one writer at a time on SQLite
 
     def __init__(
         self, store: Store, clock: Clock, retention_s: float = _DEFAULT_RETENTION_S
@@ -281,6 +293,7 @@ class DurableWriter:
         metrics.TSDB_UP.set(self._up)
         # Computed at each scrape: the age grows while nothing new is spooled.
         metrics.SPOOL_AGE.set_function(lambda: spool.oldest_age_s(clock.now()))
+        self._pool = ThreadPoolExecutor(sink.concurrent_writes, thread_name_prefix="tsdb-write")
         self._replayer = threading.Thread(
             target=self._replay_loop, name="spool-replay", daemon=True
         )
@@ -309,6 +322,7 @@ class DurableWriter:
         self._stop.set()
         self._wake.set()
         self._replayer.join(timeout=10)
+        self._pool.shutdown()
         self._sink.close()
 
     def _timed_write(self, points: Sequence[Point]) -> None:
@@ -319,7 +333,18 @@ class DurableWriter:
     def _write_isolating(self, points: Sequence[Point]) -> None:
         """Write `points`, handing the ones the store refuses to `on_refused`; `_Unwritten`
         with what is left if the store goes down meanwhile."""
-        todo = [list(points)]  # a stack of batches, the next one last
+        todo = [list(points[i : i + _CHUNK_POINTS]) for i in range(0, len(points), _CHUNK_POINTS)]
+        if len(todo) > 1 and self._sink.concurrent_writes > 1:
+            failed = [
+                (chunk, exc)
+                for chunk, exc in zip(todo, self._side_by_side(todo), strict=True)
+                if exc is not None
+            ]
+            down = [exc for _, exc in failed if not isinstance(exc, Refused)]
+            if down:  # no second try: a hung store would hold the batch a timeout longer
+                raise _Unwritten(down[0], [p for chunk, _ in failed for p in chunk])
+            todo = [chunk for chunk, _ in failed]  # refused: isolated one request at a time
+        todo.reverse()  # a stack of batches, the next one last
         while todo:
             batch = todo.pop()
             try:
@@ -333,6 +358,17 @@ class DurableWriter:
                 self._on_refused(batch, str(exc))
             except SinkError as exc:
                 raise _Unwritten(exc, [*batch, *(p for b in reversed(todo) for p in b)]) from None
+
+    def _side_by_side(self, chunks: list[list[Point]]) -> list[SinkError | None]:
+        """Each chunk written on the pool; what each one raised (anything but a SinkError
+        is a bug, and raised here)."""
+        outcomes = [
+            f.exception() for f in [self._pool.submit(self._timed_write, c) for c in chunks]
+        ]
+        for exc in outcomes:
+            if exc is not None and not isinstance(exc, SinkError):
+                raise exc
+        return outcomes  # type: ignore[return-value]
 
     def _mark_down(self, exc: Exception) -> None:
         metrics.TSDB_WRITE_ERRORS.inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +121,8 @@ class FlakySink:
     """A sink that fails writes while `down` is set, and refuses (400) any batch holding a
     point whose ts_ns is in `poison`, as InfluxDB does (the real store is tested elsewhere)."""
 
+    concurrent_writes = 1
+
     def __init__(self, poison: frozenset[int] = frozenset()) -> None:
         self.down = False
         self.poison = poison
@@ -205,6 +208,67 @@ def test_refused_points_are_isolated_and_the_rest_written(tmp_path: Path) -> Non
     ]
     assert sink.requests <= 1 + 2 * 2 * 7  # halves down to each of two points: O(log n)
     writer.close()
+
+
+class SlowSink(FlakySink):
+    """A store slow to answer that takes several requests at once: the first three full
+    requests wait at a barrier for each other, so requests sent one at a time would break
+    it. A request starting at a point in `fail` is never answered (a timeout)."""
+
+    concurrent_writes = 4
+
+    def __init__(self, poison: frozenset[int] = frozenset(), fail: frozenset[int] = frozenset()):
+        super().__init__(poison)
+        self.fail = fail
+        self.sizes: list[int] = []
+        self._round = threading.Barrier(3, timeout=10)
+        self._to_meet = 3
+        self._lock = threading.Lock()
+
+    def write(self, points: Sequence[Point]) -> None:
+        with self._lock:
+            self.sizes.append(len(points))
+            meet = len(points) == 20_000 and self._to_meet > 0
+            self._to_meet -= meet
+        if meet:
+            self._round.wait()
+        with self._lock:
+            if points[0].ts_ns in self.fail:
+                raise SinkError("timed out")
+            super().write(points)
+
+
+def test_a_large_batch_goes_in_chunks_side_by_side(tmp_path: Path) -> None:
+    """Batches that waited for a slow store are written in requests of at most 20,000 points,
+    several at once: every point once, none refused for its size."""
+    sink = SlowSink()
+    writer = DurableWriter(sink, Spool(tmp_path, 1 << 30), FixedClock(NOW))
+    writer.write(_points(0, 65_000))
+    assert sorted(sink.sizes) == [5_000, 20_000, 20_000, 20_000]
+    assert sorted(p.ts_ns for p in sink.points) == list(range(65_000))
+    assert writer.healthy
+    writer.close()
+
+
+def test_a_chunk_the_store_fails_is_spooled_with_the_refused_ones_isolated(
+    tmp_path: Path,
+) -> None:
+    """Side by side, one chunk refused (a poison point) and one not answered: the refused
+    chunk's other points are written, the unanswered chunk spooled; nothing lost."""
+    sink = SlowSink(poison=frozenset({20_005}), fail=frozenset({40_000}))
+    refused: list[int] = []
+    spool = Spool(tmp_path, 1 << 30)
+    writer = DurableWriter(
+        sink, spool, FixedClock(NOW), max_backoff_s=3600,
+        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
+    )  # fmt: skip
+    writer.write(_points(0, 65_000))
+    assert not writer.healthy
+    writer.close()  # (its replays meet the same store: nothing changes)
+    spooled = [p.ts_ns for _, batch in spool.oldest(10**6) for p in batch]
+    assert {p.ts_ns for p in sink.points} == set(range(20_000)) | set(range(60_000, 65_000))
+    assert sorted(spooled) == list(range(20_000, 60_000))  # the refused chunk goes with it
+    assert refused == []  # isolated once the store answers, not while it is down
 
 
 def test_a_spooled_segment_with_a_refused_point_does_not_block_the_ones_behind(
