@@ -415,22 +415,37 @@ class StallingProxy:
 
 @contextlib.contextmanager
 def paused_backends(database: str) -> Iterator[list[int]]:
-    """Stop (SIGSTOP) every backend connected to `database` for the block, then let them go
-    on (SIGCONT): a database that stops answering for a while, without restarting the
-    machine's server, which others use. Yields the pids."""
+    """Stop (SIGSTOP) every backend connected to `database` for the block, and each one a
+    client opens meanwhile (a pool grows when its connections hang), then let them go on
+    (SIGCONT): a database that stops answering for a while, without restarting the
+    machine's server, which others use. Yields the pids stopped at the start."""
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+    stopped: set[int] = set()
+    done = threading.Event()
+
+    def stop_new(admin: psycopg.Connection[Any]) -> list[int]:
+        pids = [pid for (pid,) in admin.execute(query, (database,)) if pid not in stopped]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+        return pids
+
+    def watch() -> None:
+        with _pg_admin() as admin:
+            while not done.wait(0.02):
+                stop_new(admin)
+
     with _pg_admin() as admin:
-        pids = [
-            pid
-            for (pid,) in admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
-            )
-        ]
+        first = stop_new(admin)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        yield pids
+        yield first
     finally:
-        for pid in pids:
+        done.set()
+        watcher.join()
+        for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
