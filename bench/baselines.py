@@ -23,6 +23,7 @@ import ctypes
 import http.client
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,24 @@ FIRST, LAST, FIRST_CPU, LAST_CPU = range(4)  # indices into the marks
 def _mark(marks: Any, at: int, cpu_at: int) -> None:
     marks[at] = time.perf_counter()
     marks[cpu_at] = time.process_time()
+
+
+def _counter(frames: int, marks: Any, stop: Callable[[], object]) -> Callable[..., None]:
+    """A message callback that only counts: the first and the `frames`-th message marked,
+    then `stop`. Three positional arguments, as both libmosquitto's raw callback and paho's
+    pass them."""
+    count = 0
+
+    def on_message(_a: object, _b: object, _c: object) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            _mark(marks, FIRST, FIRST_CPU)
+        if count == frames:
+            _mark(marks, LAST, LAST_CPU)
+            stop()
+
+    return on_message
 
 
 def _libmosquitto_client(port: int, client_id: str, on_message: Any) -> Any:
@@ -58,18 +77,8 @@ def _libmosquitto_client(port: int, client_id: str, on_message: Any) -> Any:
 
 def bare_libmosquitto(port: int, client_id: str, frames: int, marks: Any) -> None:
     """Count `frames` messages, then disconnect."""
-    count = 0
     client = None
-
-    def on_message(_m: int, _u: Any, _msg: Any) -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
-            _mark(marks, FIRST, FIRST_CPU)
-        if count == frames:
-            _mark(marks, LAST, LAST_CPU)
-            client.disconnect()
-
+    on_message = _counter(frames, marks, lambda: client.disconnect())
     client, _keep = _libmosquitto_client(port, client_id, on_message)
     client.loop_forever()
 
@@ -140,18 +149,7 @@ def bare_paho(port: int, client_id: str, frames: int, marks: Any) -> None:
     from paho.mqtt.properties import Properties
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    count = 0
-
-    def on_message(*_args: object) -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
-            _mark(marks, FIRST, FIRST_CPU)
-        if count == frames:
-            _mark(marks, LAST, LAST_CPU)
-            client.disconnect()
-
-    client.on_message = on_message
+    client.on_message = _counter(frames, marks, client.disconnect)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = _SESSION_EXPIRY_S
     props.ReceiveMaximum = _RECEIVE_MAXIMUM

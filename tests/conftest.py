@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.app import Gateway
 from gateway.rules.spec import CASE_STATUS_DEFAULTS
 from gateway.settings import Settings, load_settings
+from gateway.store import Store, open_store
 from tests.services import (
     Broker,
     VictoriaMetrics,
@@ -88,6 +89,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open store on each backend in turn."""
+    s = open_store(store_url)
+    yield s
+    s.close()
 
 
 @pytest.fixture

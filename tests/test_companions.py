@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,13 +16,6 @@ from gateway.store import Store, open_store
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 POLICY = Policy(limits=sla.Limits(arrival_s=1800, warning_s=1200, ack_s=180))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,7 +21,7 @@ from gateway.app import Gateway
 from gateway.clock import FixedClock
 from gateway.ingest import Publisher
 from gateway.notify import Notifier, WebhookPolicy, endpoint_names, retry_delay
-from gateway.store import OutboxMessage, Store, open_store
+from gateway.store import OutboxMessage, Store
 from tests.conftest import Broker, Device, Subscriber, free_port, status_frame, wait_for
 from tests.services import StallingProxy
 
@@ -78,13 +77,6 @@ def test_endpoints_are_named_by_role_and_host_never_by_their_secret_parts() -> N
         "https://a.example/y?token=2": "alert:a.example#2",
         "https://reg.example/services/T0/SECRET": "regulator:reg.example",
     }
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 def _notifier(store: Store, broker: Broker, clock: FixedClock, url: str, **policy: Any) -> Notifier:
