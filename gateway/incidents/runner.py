@@ -2,11 +2,14 @@
 
 The pipeline thread decodes frames and runs the rules; what the incidents must do with them
 (the black box, telemetry on open incidents, the alerts the rules raised, the ticker) and
-the episodes (gateway/episodes.py) are handed over here in order, one list per round. A
-database that stops answering for a while holds this thread only: frames go on being
-processed and alerts raised, and those raised meanwhile are stored, in order, as soon as it
-answers, instead of waiting behind a backlog of frames as well. An alert the store cannot
-take (STORE_UNAVAILABLE) is tried again until it can: the rules raise it once.
+the episodes (gateway/episodes.py) are handed over here, one list per round. A database
+that stops answering for a while holds this thread only: frames go on being processed and
+alerts raised. Alerts go ahead of the frames queued before them, so those raised meanwhile
+are stored, in order, as soon as it answers, not behind the seconds of frames that piled up
+as well. That is safe: each elevator's frames stay in order, the black box is read by time
+(`BlackBox.recent`), and a frame of the alert's elevator that it overtook reaches the new
+incident as its telemetry, which is judged by time too. An alert the store cannot take
+(STORE_UNAVAILABLE) is tried again until it can: the rules raise it once.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Forget:
 
 # What the pipeline hands over: a frame, an alert, a tick, a forget, or an Event to set once
 # everything before it is done and the black box written (the batch it ends may be
-# acknowledged then).
+# acknowledged then). Alerts only ever move earlier, so that still holds.
 Work = Frame | Alert | Tick | Forget | threading.Event
 
 
@@ -65,6 +68,7 @@ class IncidentRunner:
         self._episodes = episodes
         self._stopping = stopping  # set: an alert the store cannot take is not retried
         self._inbox: queue.SimpleQueue[list[Work] | object] = queue.SimpleQueue()
+        self._alerts: queue.SimpleQueue[list[Alert]] = queue.SimpleQueue()  # ahead of _inbox
         self._ticks_waiting = 0  # ticks handed over and not done: one is enough
         self._alerts_waiting = 0
         self._lock = threading.Lock()
@@ -77,13 +81,16 @@ class IncidentRunner:
         return self._thread.is_alive()
 
     def hand_over(self, work: list[Work]) -> None:
-        """Queue `work`, in order (called by the pipeline thread only)."""
+        """Queue `work`, its alerts ahead of everything queued (called by the pipeline thread
+        only)."""
         if not work:
             return
-        alerts = operator.countOf(map(type, work), Alert)  # in C: the list is mostly frames
-        with self._lock:
-            self._alerts_waiting += alerts
-            metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
+        if alerts := operator.countOf(map(type, work), Alert):  # in C: mostly frames
+            with self._lock:
+                self._alerts_waiting += alerts
+                metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
+            self._alerts.put([w for w in work if type(w) is Alert])
+            work = [w for w in work if type(w) is not Alert]  # (sent even if empty: it wakes)
         self._inbox.put(work)
 
     def tick(self, now: datetime) -> None:
@@ -103,6 +110,7 @@ class IncidentRunner:
     def _run(self) -> None:
         consumers = (self._incidents.on_frame, self._episodes.observe)
         while (work := self._inbox.get()) is not _STOP:
+            self._store_alerts()  # those queued with this list and any queued since
             for item in work:  # type: ignore[attr-defined]
                 if isinstance(item, Frame):  # nearly every item: no call to `_do` for it
                     for consume in consumers:  # each on its own: one failing spares the other
@@ -115,9 +123,7 @@ class IncidentRunner:
                     self._do(item)
 
     def _do(self, item: Work) -> None:
-        if isinstance(item, Alert):
-            self._store_alert(item)
-        elif isinstance(item, Tick):
+        if isinstance(item, Tick):
             with self._lock:
                 self._ticks_waiting -= 1
             try:
@@ -133,6 +139,15 @@ class IncidentRunner:
             self._incidents.flush_frames()
             self._episodes.flush()
             item.set()
+
+    def _store_alerts(self) -> None:
+        while True:
+            try:
+                alerts = self._alerts.get_nowait()
+            except queue.Empty:
+                return
+            for alert in alerts:
+                self._store_alert(alert)
 
     def _store_alert(self, alert: Alert) -> None:
         while True:
