@@ -39,9 +39,9 @@ from gateway.frames import Frame
 from gateway.incidents.runner import Forget, IncidentRunner, Work
 from gateway.incidents.service import IncidentService, Policy
 from gateway.incidents.sla import Limits
-from gateway.ingest import AckToken, Publisher, RawMessage, TlsFiles, open_session
+from gateway.ingest import Publisher, RawMessage, TlsFiles, open_session
 from gateway.notify import Notifier, WebhookPolicy, endpoint_names
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Batch, Pipeline
 from gateway.profiles import Profiles
 from gateway.profiles.faults import Active
 from gateway.ratelimit import RateLimiter
@@ -74,7 +74,7 @@ class Gateway:
         # One batch waiting while one is written, and what was cut since on the worker
         # (`_hand_over`): bounded, so a store that cannot keep up at all holds the worker.
         self._batches: queue.Queue[object] = queue.Queue(maxsize=1)
-        self._waiting: tuple[list[Point], list[AckToken]] = ([], [])
+        self._waiting = Batch([], [], [])
         self._waiting_faults: dict[str, Active] | None = None
         # The `incident` series: points of incident changes (any thread, under the incident
         # lock: an append, never a write) that go out with the next batch.
@@ -88,7 +88,9 @@ class Gateway:
         )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
-        self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
+        self._registry_thread = threading.Thread(
+            target=self._refresh_registry, name="registry", daemon=True
+        )
         self._reload_rules = threading.Event()
         self.tokens = TokenBook(tokens_of(settings))  # rotated on SIGHUP, see the CLI
         self._stopping = threading.Event()
@@ -186,6 +188,7 @@ class Gateway:
         self.notifier.start()
         self.incident_runner.start()
         self._write_thread.start()
+        self._registry_thread.start()
         self.session.start()
         self._worker.start()
         self._start_http()
@@ -222,6 +225,7 @@ class Gateway:
         self._stopping.set()
         self._worker.join()
         self._write_thread.join()
+        self._registry_thread.join()
         self.incident_runner.stop()
         self.session.close()
         if self.partition is not None:
@@ -337,8 +341,7 @@ class Gateway:
 
     def _tick(self) -> None:
         """Time-driven work, on the worker thread: held rule conditions (a trapped car may
-        fall silent), the clocks of open incidents, rule reloads, and now and then the
-        registry (another instance's API may have changed it)."""
+        fall silent), the clocks of open incidents, rule reloads."""
         now = self.clock.now()
         if self._reload_rules.is_set():
             self._reload_rules.clear()
@@ -366,9 +369,6 @@ class Gateway:
         if now >= self._evict_at:
             self._evict(now)
             self._evict_at = now + _EVICT_EVERY
-        if time.monotonic() >= self._registry_refresh_at:
-            self.registry.load(self.store.all_elevators())
-            self._registry_refresh_at = time.monotonic() + _REGISTRY_REFRESH_S
 
     def _work(self) -> None:
         # Acknowledgements wait for the write, and the broker sends at most the receive window
@@ -428,19 +428,19 @@ class Gateway:
         self.rules.replace_rules(rules)
         log.info("rules_reloaded", rules=len(rules.rules))
 
+    def _refresh_registry(self) -> None:
+        """Now and then, the registry as stored (another instance's API may have changed it):
+        on a thread of its own, as the worker must never wait on the database."""
+        while not self._stopping.wait(_REGISTRY_REFRESH_S):
+            try:
+                self.registry.load(self.store.all_elevators())
+            except Exception:
+                log.exception("registry_refresh_failed")  # the cache as it was holds
+
     def _flush(self) -> None:
         """Cut a batch and hand it to the writer thread."""
         metrics.QUEUE_DEPTH.set(self.session.backlog)
-        while True:
-            try:
-                points, acks = self.pipeline.take()
-                break
-            except Exception:
-                # The dead letters could not be stored: hold everything, unacknowledged, and
-                # try again; the clocks of open incidents keep running meanwhile.
-                log.exception("flush_failed_retrying")
-                self._safe_tick()
-                time.sleep(_RETRY_FLUSH_S)
+        points, rejected, acks = self.pipeline.take()
         # Acknowledged once the incidents' thread has done everything before this point
         # (their black box written), as well as the points.
         self._flushed = threading.Event()
@@ -448,8 +448,9 @@ class Gateway:
         self._hand_work()
         while self._incident_points:
             points.append(self._incident_points.popleft())
-        self._waiting[0].extend(points)
-        self._waiting[1].extend(acks)
+        self._waiting.points.extend(points)
+        self._waiting.rejected.extend(rejected)
+        self._waiting.acks.extend(acks)
         # The profiles' fault sets as of this cut, saved once its batch is durable; batches
         # that wait together need only the newest.
         snapshot = self.profiles.faults.take_snapshot()
@@ -464,8 +465,8 @@ class Gateway:
         writes, so one that answers slowly still keeps up. Past `max_waiting_messages`, or
         with `every`, the worker waits for the writer (its clocks still ticking)."""
         while self._flushed is not None:  # (a tick below may cut and hand over itself)
-            batch = (*self._waiting, self._waiting_faults, self._flushed)
-            block = every or len(self._waiting[1]) > self.settings.max_waiting_messages
+            batch = (self._waiting, self._waiting_faults, self._flushed)
+            block = every or len(self._waiting.acks) > self.settings.max_waiting_messages
             try:
                 if block:
                     self._batches.put(batch, timeout=_RETRY_FLUSH_S)
@@ -476,21 +477,25 @@ class Gateway:
                     return
                 self._safe_tick()  # the writer is behind (slow store, full disk): clocks go on
                 continue
-            self._waiting, self._waiting_faults, self._flushed = ([], []), None, None
+            self._waiting, self._waiting_faults, self._flushed = Batch([], [], []), None, None
 
     def _write_batches(self) -> None:
-        """The writer thread: each batch durable (store or spool), then acknowledged."""
+        """The writer thread: each batch durable (rejections in the relational store, points
+        in the time-series store or the spool), then acknowledged."""
         while (batch := self._batches.get()) is not _STOP:
-            points, acks, fault_sets, flushed = batch  # type: ignore[misc]
+            (points, rejected, acks), fault_sets, flushed = batch  # type: ignore[misc]
             while True:
                 try:
+                    self.deadletter.keep(rejected)
+                    rejected = []  # kept: not again if what follows fails
                     self.writer.write(points)
                     if fault_sets is not None:
                         self.profiles.faults.save(fault_sets)
                     break
                 except Exception:
-                    # Neither the store nor the spool took the batch (e.g. disk full): hold
-                    # it, unacknowledged, and try again; the broker keeps the rest meanwhile.
+                    # The database did not take the rejections, or neither the store nor
+                    # the spool the points (disk full): hold the batch, unacknowledged, and
+                    # try again; the broker keeps the rest meanwhile.
                     log.exception("flush_failed_retrying")
                     time.sleep(_RETRY_FLUSH_S)
             flushed.wait()

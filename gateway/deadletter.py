@@ -50,8 +50,8 @@ class DeadLetter:
         self._pending: list[Rejected] = []
 
     def add(self, rejected: Rejected, quiet: bool = False) -> None:
-        """Count, log (unless `quiet`: a flood's repeats) and keep the rejection; it is
-        durable after the next `flush`."""
+        """Count, log (unless `quiet`: a flood's repeats) and hold the rejection; it is
+        durable once `take` has handed it to `keep`."""
         metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
         if not quiet:
             log.warning(
@@ -64,11 +64,11 @@ class DeadLetter:
             )
         self._pending.append(rejected)
 
-    def flush(self) -> None:
-        """Store the pending rejections (durably), then publish them."""
-        if self._pending:
-            self._keep(self._pending)
-            self._pending = []
+    def take(self) -> list[Rejected]:
+        """The rejections added since the last call, for `keep` (on the writer's thread: the
+        pipeline's never waits on the database)."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def refused_by_store(self, points: Sequence[Point], answer: str, at: datetime) -> None:
         """Points the time-series store refused: kept at once, from the writer's thread (the
@@ -80,9 +80,12 @@ class DeadLetter:
         ]  # fmt: skip
         metrics.FRAMES_REJECTED.labels("tsdb_refused").inc(len(refused))
         log.error("tsdb_refused_points", points=len(points), answer=answer)
-        self._keep(refused)
+        self.keep(refused)
 
-    def _keep(self, pending: Sequence[Rejected]) -> None:
+    def keep(self, rejected: Sequence[Rejected]) -> None:
+        """Store the rejections (durably), then publish them."""
+        if not rejected:
+            return
         self._store.add_dead_letters(
             [
                 {
@@ -94,12 +97,12 @@ class DeadLetter:
                     "payload": r.payload[: self._max_payload],
                     "payload_size": len(r.payload),
                 }
-                for r in pending
+                for r in rejected
             ],
             keep=self._limit,
         )
-        for rejected in pending:
-            self._publish(TOPIC, _message(rejected))
+        for r in rejected:
+            self._publish(TOPIC, _message(r))
 
 
 # Rejections whose message was fine and can be stored once the cause is gone: a device's

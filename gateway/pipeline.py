@@ -1,15 +1,16 @@
 """The flow of one message, in order: decode → dedup → notes → consumers → batched telemetry.
 
 `process` handles one message at once (so detection sees it without waiting for a batch);
-telemetry points and acknowledgements wait in the batch until `flush`, which returns the
-acknowledgements only after the points and rejections are durable.
+telemetry points, rejections and acknowledgements wait in the batch until `take` hands them
+on (the gateway's writer thread makes the first two durable, then acknowledges), or `flush`
+does all of it here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 
@@ -28,6 +29,14 @@ log = structlog.get_logger(__name__)
 CLOCK_SKEW_LIMIT_S: Final = timedelta(minutes=5).total_seconds()
 
 Consumer = Callable[[Frame], None]
+
+
+class Batch(NamedTuple):
+    """What `take` hands on: durable first (the points, the rejections), then acknowledged."""
+
+    points: list[Point]
+    rejected: list[Rejected]
+    acks: list[AckToken]
 
 
 class Pipeline:
@@ -115,18 +124,18 @@ class Pipeline:
                 log.exception("consumer_failed", elevator_id=frame.elevator_id, kind=frame.kind)
         self._points.append(to_point(frame, self._tags_for(frame.elevator_id)))
 
-    def take(self) -> tuple[list[Point], list[AckToken]]:
-        """Everything processed so far: the points to write, and the acknowledgements due
-        once they are durable. Rejections are made durable here (on failure nothing is
-        taken, and everything stays pending for the next attempt)."""
-        self._deadletter.flush()
-        points, acks = self._points, self._acks
+    def take(self) -> Batch:
+        """Everything processed so far: the points and rejections to make durable, and the
+        acknowledgements due once they are. Touches no store: the pipeline's thread never
+        waits on one."""
+        batch = Batch(self._points, self._deadletter.take(), self._acks)
         self._points, self._acks = [], []
-        return points, acks
+        return batch
 
     def flush(self) -> list[AckToken]:
-        """`take`, and write the points here and now; the acknowledgements now due."""
-        points, acks = self.take()
+        """`take`, and make it durable here and now; the acknowledgements now due."""
+        points, rejected, acks = self.take()
+        self._deadletter.keep(rejected)
         self._writer.write(points)
         return acks
 

@@ -415,39 +415,31 @@ class StallingProxy:
 
 @contextlib.contextmanager
 def paused_backends(database: str) -> Iterator[list[int]]:
-    """Stop (SIGSTOP) every backend connected to `database` for the block, and each one a
-    client opens meanwhile (a pool grows when its connections hang), then let them go on
-    (SIGCONT): a database that stops answering for a while, without restarting the
-    machine's server, which others use. Yields the pids stopped at the start."""
-    query = "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-    stopped: set[int] = set()
-    done = threading.Event()
-
-    def stop_new(admin: psycopg.Connection[Any]) -> list[int]:
-        pids = [pid for (pid,) in admin.execute(query, (database,)) if pid not in stopped]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-            stopped.add(pid)
-        return pids
-
-    def watch() -> None:
-        with _pg_admin() as admin:
-            while not done.wait(0.02):
-                stop_new(admin)
-
+    """`database` stops answering for the block, without restarting the machine's server,
+    which others use: the server's postmaster is stopped (SIGSTOP) first, so no connection
+    opened meanwhile is served (a pool grows when its connections hang), then every backend
+    connected to `database`; all go on (SIGCONT) at the end. Yields the backends' pids."""
     with _pg_admin() as admin:
-        first = stop_new(admin)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield first
-    finally:
-        done.set()
-        watcher.join()
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        postmaster = _parent_pid(admin.info.backend_pid)
+        os.kill(postmaster, signal.SIGSTOP)
+        pids: list[int] = []
+        try:
+            query = "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+            for (pid,) in admin.execute(query, (database,)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    pids.append(pid)
+            yield pids
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            os.kill(postmaster, signal.SIGCONT)
+
+
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm)": state, then ppid
 
 
 @contextlib.contextmanager

@@ -145,3 +145,47 @@ def test_an_alert_raised_while_the_database_is_away_is_stored_and_sent_once_it_i
     finally:
         alerts.close()
         db.drop()
+
+
+def test_a_malformed_frame_during_a_database_pause_holds_no_detection(
+    gateway_settings: Callable[..., Settings], device: Device, broker: Broker, prefix: str
+) -> None:
+    """A device's broken frame is dead-lettered in the relational store. While the database
+    is paused, that must wait on the writer's thread, not the pipeline's: the cars' frames
+    after it are still processed and a trapped car's alert is raised meanwhile (it waits for
+    the database only to be stored). Afterwards the alert goes out once and the broken frame
+    is in the dead letter."""
+    db = make_pg_database()
+    alerts = Subscriber(broker.url, "dispatch/alerts")
+    clock = FixedClock(datetime.now(UTC))
+    settings = gateway_settings(
+        store_url=db.url, tsdb_url="", tick_interval_s=0.02, flush_interval_s=0.05
+    )
+    eid, broken = f"{prefix}-trapped", f"{prefix}-broken"
+    try:
+        with Gateway(settings, clock) as gw:
+            assert gw.session.wait_connected(10)
+            with paused_backends(db.name):
+                device.publish(f"elevators/{broken}/status", b'{"v": 1, "seq": ')
+                time.sleep(0.5)  # batches are cut meanwhile: the rejection with one of them
+                cars = [f"{prefix}-{n}" for n in range(20)]
+                for car in cars:
+                    device.publish(f"elevators/{car}/status", status_frame(car, 0))
+                device.publish(f"elevators/{eid}/status", status_frame(eid, 0, **TRAPPED))
+                wait_for(lambda: gw.rules.last_status_at(eid), timeout=10)
+                assert all(gw.rules.last_status_at(car) for car in cars)
+                due_at = clock.advance(21) - timedelta(seconds=1)
+                wait_for(
+                    lambda: REGISTRY.get_sample_value("gateway_alerts_waiting_for_store"),
+                    timeout=10,
+                )
+                assert _alerts(alerts, eid) == []  # raised, and stored once the database is back
+            [alert] = wait_for(lambda: _alerts(alerts, eid), timeout=10)
+            assert datetime.fromisoformat(alert["at"]) == due_at
+            [letter] = wait_for(lambda: gw.store.dead_letters(elevator_id=broken), timeout=10)
+            assert letter["reason"] == "bad_json"
+            time.sleep(0.5)
+            assert len(_alerts(alerts, eid)) == 1
+    finally:
+        alerts.close()
+        db.drop()
