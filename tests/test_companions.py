@@ -12,6 +12,7 @@ import pytest
 
 from gateway.incidents import sla
 from gateway.incidents.service import IncidentService, Policy
+from gateway.rules import Alert
 from gateway.store import Store, open_store
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -92,3 +93,30 @@ def test_an_entrapment_takes_in_the_faults_its_episode_raised_before_it(
     _alerts(store, eid)
     service.tick(at(3600 + 400))  # the adopted fault's own re-alerts have stopped
     assert ("ack_overdue", "STOP_OUTSIDE_DOOR_ZONE") not in _alerts(store, eid)
+
+
+def test_an_alert_joins_what_another_process_opened_moments_ago(
+    store: Store, store_url: str, eid: str
+) -> None:
+    """An alert for a car with no incident known open here is stored without looking first
+    (the alarm path's fewest queries). Another process (its API) may have opened one
+    moments ago, before this one's tick learned of it: the insert fails on the open
+    incidents' unique key, and the alert joins that incident: one card, one opening alert,
+    the detection on its timeline."""
+    here = IncidentService(store, POLICY)
+    other_store = open_store(store_url)
+    try:
+        reported = _report(IncidentService(other_store, POLICY), eid, "entrapment", 0)
+    finally:
+        other_store.close()
+    _alerts(store, eid)  # the other's opening alert
+    here.on_alert(
+        Alert("fire", eid, "trapped_between_floors", "entrapment", "critical", "entrapment", at(5))
+    )
+    [incident] = store.list_incidents(elevator_id=eid)
+    assert incident.id == reported
+    assert any(e.what.startswith("confirmed by telemetry") for e in incident.timeline)
+    assert _alerts(store, eid) == []  # no second opening
+    # Known open here from now on: the next alert of that car looks it up first.
+    here.on_alert(Alert("fire", eid, "alarm_held", "entrapment", "critical", "entrapment", at(6)))
+    assert [i.id for i in store.list_incidents(elevator_id=eid)] == [reported]

@@ -309,12 +309,16 @@ class IncidentService:
         group: str | None = None,
         drill: bool = False,
     ) -> tuple[Incident, bool]:
-        existing = self._store.find_open_incident(elevator_id, kind, drill)
+        # An elevator with no incident open here is looked up no further (an alert waits on
+        # each query): one opened meanwhile by another process (its API, say) makes the
+        # insert below fail on the open incidents' unique key, and this joins it then.
+        known_open = elevator_id in self._open_elevators
+        existing = self._store.find_open_incident(elevator_id, kind, drill) if known_open else None
         if existing is not None:
             return self._join(existing, severity, source, at, by, note, now), False
         parent = (
             self._store.find_open_incident(elevator_id, "entrapment", drill)
-            if incident_class == "fault"
+            if incident_class == "fault" and known_open
             else None
         )
         registry = self._store.get_elevator(elevator_id) or {}
@@ -347,20 +351,19 @@ class IncidentService:
         quiet = group is not None or parent is not None
         alert = [] if quiet else self._alert(incident, "opened", severity, at)
         messages = state_messages(incident) + alert
-        if not self._store.insert_incident(incident, messages, now):
+        frames = [self._frame_row(incident.id, f) for f in self._blackbox.recent(elevator_id, at)]
+        if not self._store.insert_incident(incident, messages, now, frames):
             # Another process opened it first: join theirs.
             existing = self._store.find_open_incident(elevator_id, kind, drill)
             assert existing is not None
+            self._open_elevators.add(elevator_id)
             return self._join(existing, severity, source, at, by, note, now), False
-        self._store.add_incident_frames(
-            [self._frame_row(incident.id, f) for f in self._blackbox.recent(elevator_id, at)]
-        )
         self._open_elevators.add(elevator_id)
         metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
         self._on_change(incident)
         if parent is not None:
             self._attached(parent, incident, now)
-        elif incident_class == "entrapment":
+        elif incident_class == "entrapment" and known_open:
             self._adopt_companions(incident, now)
         log.info(
             "incident_opened",

@@ -401,15 +401,23 @@ class Store:
 
     # -- incidents -----------------------------------------------------------------------
     def insert_incident(
-        self, incident: Incident, messages: Sequence[OutboxMessage], now: datetime
+        self,
+        incident: Incident,
+        messages: Sequence[OutboxMessage],
+        now: datetime,
+        frames: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Store a new incident and what it must publish; False if one of its elevator and
-        kind is already open (the unique `open_key` decides, whichever process came first)."""
+        """Store a new incident, what it must publish and its black box's `frames` (rows as
+        for `add_incident_frames`), in one transaction (one commit: an alert waits on it);
+        False if one of its elevator and kind is already open (the unique `open_key`
+        decides, whichever process came first)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(incidents).values(self._incident_row(incident)))
                 self._add_timeline(conn, incident.id, incident.timeline)
                 self._add_outbox(conn, messages, now)
+                if frames:
+                    conn.execute(insert(incident_frames), list(frames))
         except IntegrityError:
             return False
         return True
