@@ -229,7 +229,7 @@ class EmbeddedSink:
 
     def write(self, points: Sequence[Point]) -> None:
         try:
-            self._store.add_telemetry(p._asdict() for p in points)
+            self._store.add_telemetry(msgspec.structs.asdict(p) for p in points)
             if time.monotonic() >= self._prune_at:
                 self._prune()
         except Exception as exc:
