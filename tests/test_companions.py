@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from gateway.incidents import sla
 from gateway.incidents.service import IncidentService, Policy
@@ -120,3 +121,51 @@ def test_an_alert_joins_what_another_process_opened_moments_ago(
     # Known open here from now on: the next alert of that car looks it up first.
     here.on_alert(Alert("fire", eid, "alarm_held", "entrapment", "critical", "entrapment", at(6)))
     assert [i.id for i in store.list_incidents(elevator_id=eid)] == [reported]
+
+
+def _fire(eid: str, t: float, rule: str = "trapped_between_floors") -> Alert:
+    return Alert("fire", eid, rule, "entrapment", "critical", "entrapment", at(t))
+
+
+def test_alerts_that_waited_together_open_their_incidents_in_one_commit(
+    store: Store, eid: str
+) -> None:
+    """After a database pause the alerts raised meanwhile are stored together: one commit for
+    the lot, each a commit and its round trips that the ones after it would wait on."""
+    service = IncidentService(store, POLICY)
+    cars = [f"{eid}-{n}" for n in range(5)]
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine, "commit", count)
+    try:
+        service.on_alerts([_fire(car, n) for n, car in enumerate(cars)])
+    finally:
+        event.remove(store.engine, "commit", count)
+    assert len(commits) == 1
+    for n, car in enumerate(cars):
+        [incident] = store.list_incidents(elevator_id=car)
+        assert (incident.kind, incident.opened_at) == ("entrapment", at(n))
+        assert _alerts(store, car) == [("opened", "entrapment")]
+
+
+def test_alerts_stored_together_keep_each_cars_order_and_episode(store: Store, eid: str) -> None:
+    """Among alerts stored together, a car with an incident open here (its fault becomes the
+    new entrapment's companion) and a car whose condition fired and cleared go one by one, in
+    order; the others together."""
+    service = IncidentService(store, POLICY)
+    fault = _report(service, f"{eid}-x", "STOP_OUTSIDE_DOOR_ZONE", 0)
+    clear = Alert("clear", f"{eid}-d", "trapped_between_floors", "entrapment", "critical",
+                  "entrapment", at(9))  # fmt: skip
+    service.on_alerts(
+        [_fire(f"{eid}-a", 5), _fire(f"{eid}-x", 6), _fire(f"{eid}-d", 7), clear,
+         _fire(f"{eid}-b", 8)]
+    )  # fmt: skip
+    [main] = store.list_incidents(elevator_id=f"{eid}-x", children=False)
+    assert main.kind == "entrapment" and service.get(fault).parent_id == main.id
+    [cleared] = store.list_incidents(elevator_id=f"{eid}-d")
+    assert cleared.timeline[-1].what == "condition of rule trapped_between_floors cleared"
+    for car in ("a", "b", "d"):
+        assert _alerts(store, f"{eid}-{car}") == [("opened", "entrapment")]

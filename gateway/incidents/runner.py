@@ -17,9 +17,9 @@ from __future__ import annotations
 import operator
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 _RETRY_S: Final = 0.5
 _STOP: Final = object()
+_A = TypeVar("_A", Alert, list[Alert])
 
 
 class Tick:
@@ -141,30 +142,37 @@ class IncidentRunner:
             item.set()
 
     def _store_alerts(self) -> None:
+        """Every alert waiting: together when there are several (they waited for the
+        database, say: see IncidentService.on_alerts), one by one if that fails for a bug."""
+        alerts: list[Alert] = []
         while True:
             try:
-                alerts = self._alerts.get_nowait()
+                alerts += self._alerts.get_nowait()
             except queue.Empty:
-                return
+                break
+        if not alerts:
+            return
+        if len(alerts) == 1 or not self._stored(self._incidents.on_alerts, alerts):
             for alert in alerts:
-                self._store_alert(alert)
+                self._stored(self._incidents.on_alert, alert)
+        with self._lock:
+            self._alerts_waiting -= len(alerts)
+            metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
 
-    def _store_alert(self, alert: Alert) -> None:
+    def _stored(self, store: Callable[[_A], None], alerts: _A) -> bool:
+        """`store(alerts)`, again every 0.5 s while the database cannot take it (until
+        stopping); False for any other failure (a bug, not the store: logged and counted)."""
         while True:
             try:
-                self._incidents.on_alert(alert)
-                break
+                store(alerts)
+                return True
             except STORE_UNAVAILABLE as exc:
                 if self._stopping.is_set():
-                    log.error("alert_not_stored_at_stop", elevator_id=alert.elevator_id)
-                    break
+                    log.error("alert_not_stored_at_stop", alerts=repr(alerts)[:300])
+                    return True
                 log.warning("alert_waits_for_store", error=str(exc)[:300])
                 self._stopping.wait(_RETRY_S)
             except Exception:
-                # A bug, not the store: logged and counted, never holding the alerts after it.
                 metrics.CONSUMER_ERRORS.inc()
-                log.exception("alert_failed", elevator_id=alert.elevator_id, rule=alert.rule)
-                break
-        with self._lock:
-            self._alerts_waiting -= 1
-            metrics.ALERTS_WAITING_FOR_STORE.set(self._alerts_waiting)
+                log.exception("alert_failed", alerts=repr(alerts)[:300])
+                return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from gateway.incidents.blackbox import BlackBox
 from gateway.incidents.model import Incident, TimelineEntry
 from gateway.notify import alert_messages, alert_payload, site_alert_payload, state_messages
 from gateway.rules.engine import SITE_RULE
-from gateway.store import OutboxMessage, Store
+from gateway.store import NewIncident, OutboxMessage, Store
 
 if TYPE_CHECKING:
     from gateway.rules import Alert
@@ -39,6 +40,23 @@ _EPISODE = timedelta(minutes=10)
 
 class NotFound(LookupError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """What opens an incident: a rule's alert or a person's report."""
+
+    elevator_id: str
+    kind: str
+    severity: str
+    incident_class: str
+    rule: str | None
+    source: str
+    at: datetime
+    by: str
+    note: str | None
+    group: str | None = None
+    drill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +89,13 @@ def _accounted_for(
     return at <= max(e.at for e in incident.timeline) and any(
         e.by == by if by is not None else e.what == what for e in incident.timeline
     )
+
+
+def _opened_by(alert: Alert) -> _Opening:
+    return _Opening(
+        alert.elevator_id, alert.kind, alert.severity, alert.incident_class, alert.rule,
+        "telemetry", alert.at, f"rule {alert.rule}", alert.detail, alert.group,
+    )  # fmt: skip
 
 
 def new_incident_id(now: datetime) -> str:
@@ -154,18 +179,39 @@ class IncidentService:
         """Drop the black box of elevators long silent (see RuleEngine.evict)."""
         self._blackbox.forget(elevator_ids)
 
+    def on_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Alerts that waited together (for the database, say), in order. The openings of
+        cars with no incident known open here and no other alert among these are stored in
+        one transaction: each transaction costs the alerts after it a commit and round trips
+        (about 30 ms each on a loaded machine). If that fails on the open incidents' unique
+        key (another process opened one meanwhile), and for every other alert, one by one."""
+        with self._lock:
+            per_car = Counter(a.elevator_id for a in alerts)
+            fresh = [
+                a for a in alerts
+                if a.action == "fire" and a.rule != SITE_RULE and per_car[a.elevator_id] == 1
+                and a.elevator_id not in self._open_elevators
+            ]  # fmt: skip
+            if len(fresh) > 1:
+                registry = self._store.get_elevators([a.elevator_id for a in fresh])
+                new = [
+                    self._new(_opened_by(a), registry.get(a.elevator_id, {}), None, a.at)
+                    for a in fresh
+                ]
+                if self._store.insert_incidents(new):
+                    for n in new:
+                        self._opened(n.incident, None, adopt=False)
+                    alerts = [a for a in alerts if a not in fresh]
+            for alert in alerts:
+                self.on_alert(alert)
+
     def on_alert(self, alert: Alert) -> None:
         with self._lock:
             if alert.group is not None and alert.rule == SITE_RULE:
                 self._site_alert(alert)
                 return
             if alert.action == "fire":
-                self._open_or_join(
-                    elevator_id=alert.elevator_id, kind=alert.kind, severity=alert.severity,
-                    incident_class=alert.incident_class, rule=alert.rule, source="telemetry",
-                    at=alert.at, by=f"rule {alert.rule}", note=alert.detail, now=alert.at,
-                    group=alert.group,
-                )  # fmt: skip
+                self._open_or_join(_opened_by(alert), alert.at)
                 return
             incident = self._store.find_open_incident(alert.elevator_id, alert.kind)
             what = f"condition of rule {alert.rule} cleared"
@@ -192,11 +238,11 @@ class IncidentService:
         incident_class = "entrapment" if kind == "entrapment" else "fault"
         severity = severity or ("critical" if incident_class == "entrapment" else "major")
         with self._lock:
-            return self._open_or_join(
-                elevator_id=elevator_id, kind=kind, severity=severity,
-                incident_class=incident_class, rule=None, source=source, at=reported_at,
-                by=by, note=note, now=now, drill=drill,
+            opening = _Opening(
+                elevator_id, kind, severity, incident_class, None, source, reported_at, by, note,
+                drill=drill,
             )  # fmt: skip
+            return self._open_or_join(opening, now)
 
     def get(self, incident_id: str) -> Incident:
         incident = self._store.get_incident(incident_id)
@@ -293,52 +339,53 @@ class IncidentService:
         return alerts
 
     # -- internals ---------------------------------------------------------------------------
-    def _open_or_join(
-        self,
-        *,
-        elevator_id: str,
-        kind: str,
-        severity: str,
-        incident_class: str,
-        rule: str | None,
-        source: str,
-        at: datetime,
-        by: str,
-        note: str | None,
-        now: datetime,
-        group: str | None = None,
-        drill: bool = False,
-    ) -> tuple[Incident, bool]:
+    def _open_or_join(self, o: _Opening, now: datetime) -> tuple[Incident, bool]:
         # An elevator with no incident open here is looked up no further (an alert waits on
         # each query): one opened meanwhile by another process (its API, say) makes the
         # insert below fail on the open incidents' unique key, and this joins it then.
-        known_open = elevator_id in self._open_elevators
-        existing = self._store.find_open_incident(elevator_id, kind, drill) if known_open else None
-        if existing is not None:
-            return self._join(existing, severity, source, at, by, note, now), False
-        parent = (
-            self._store.find_open_incident(elevator_id, "entrapment", drill)
-            if incident_class == "fault" and known_open
-            else None
+        known_open = o.elevator_id in self._open_elevators
+        existing = (
+            self._store.find_open_incident(o.elevator_id, o.kind, o.drill) if known_open else None
         )
-        registry = self._store.get_elevator(elevator_id) or {}
+        if existing is None:
+            parent = (
+                self._store.find_open_incident(o.elevator_id, "entrapment", o.drill)
+                if o.incident_class == "fault" and known_open
+                else None
+            )
+            new = self._new(o, self._store.get_elevator(o.elevator_id) or {}, parent, now)
+            if self._store.insert_incidents([new]):
+                adopt = o.incident_class == "entrapment" and known_open
+                self._opened(new.incident, parent, adopt=adopt)
+                return new.incident, True
+            # Another process opened it first: join theirs.
+            existing = self._store.find_open_incident(o.elevator_id, o.kind, o.drill)
+            assert existing is not None
+            self._open_elevators.add(o.elevator_id)
+        return self._join(existing, o.severity, o.source, o.at, o.by, o.note, now), False
+
+    def _new(
+        self, o: _Opening, registry: Mapping[str, Any], parent: Incident | None, now: datetime
+    ) -> NewIncident:
+        """The incident `o` opens, with what its opening publishes and its black box."""
         limits = self._policy.limits_for(registry.get("district"))
-        clocks = sla.clocks(at, limits, incident_class)
-        opened_by = f"{'drill ' if drill else ''}opened by {by} ({source})" + (
-            f": {note}" if note else ""
+        clocks = sla.clocks(o.at, limits, o.incident_class)
+        opened_by = f"{'drill ' if o.drill else ''}opened by {o.by} ({o.source})" + (
+            f": {o.note}" if o.note else ""
         )
-        if group is not None:
-            opened_by += f" (grouped under {group})"
+        if o.group is not None:
+            opened_by += f" (grouped under {o.group})"
         incident = Incident(
-            id=new_incident_id(at), elevator_id=elevator_id, kind=kind, severity=severity,
-            incident_class=incident_class, state="open", rule=rule, source=source,
-            opened_at=at, deadline_at=clocks.deadline_at, warning_at=clocks.warning_at,
-            ack_deadline_at=clocks.ack_deadline_at, report_deadline_at=clocks.report_deadline_at,
-            updated_at=now, site=registry.get("site"), district=registry.get("district"),
-            maintenance_company=registry.get("maintenance_company"), drill=drill,
+            id=new_incident_id(o.at), elevator_id=o.elevator_id, kind=o.kind,
+            severity=o.severity, incident_class=o.incident_class, state="open", rule=o.rule,
+            source=o.source, opened_at=o.at, deadline_at=clocks.deadline_at,
+            warning_at=clocks.warning_at, ack_deadline_at=clocks.ack_deadline_at,
+            report_deadline_at=clocks.report_deadline_at, updated_at=now,
+            site=registry.get("site"), district=registry.get("district"),
+            maintenance_company=registry.get("maintenance_company"), drill=o.drill,
             clock_start=self._policy.clock_start_for(registry.get("district")),
             parent_id=parent.id if parent is not None else None,
-            timeline=(TimelineEntry(at, opened_by, by),),
+            timeline=(TimelineEntry(o.at, opened_by, o.by),),
         )  # fmt: skip
         incident = replace(
             incident,
@@ -348,34 +395,33 @@ class IncidentService:
         # A car of a grouped alarm (a site-wide power cut) gets its incident and clocks, but
         # dispatch is alerted once, by the site's alert, not once per car; a companion is
         # alerted by its main incident.
-        quiet = group is not None or parent is not None
-        alert = [] if quiet else self._alert(incident, "opened", severity, at)
-        messages = state_messages(incident) + alert
-        frames = [self._frame_row(incident.id, f) for f in self._blackbox.recent(elevator_id, at)]
-        if not self._store.insert_incident(incident, messages, now, frames):
-            # Another process opened it first: join theirs.
-            existing = self._store.find_open_incident(elevator_id, kind, drill)
-            assert existing is not None
-            self._open_elevators.add(elevator_id)
-            return self._join(existing, severity, source, at, by, note, now), False
-        self._open_elevators.add(elevator_id)
+        quiet = o.group is not None or parent is not None
+        alert = [] if quiet else self._alert(incident, "opened", o.severity, o.at)
+        frames = [
+            self._frame_row(incident.id, f) for f in self._blackbox.recent(o.elevator_id, o.at)
+        ]
+        return NewIncident(incident, state_messages(incident) + alert, now, frames)
+
+    def _opened(self, incident: Incident, parent: Incident | None, *, adopt: bool) -> None:
+        """What follows a new incident's insert: it is known open, its companions, the log."""
+        now = incident.updated_at
+        self._open_elevators.add(incident.elevator_id)
         metrics.ELEVATORS_WITH_OPEN_INCIDENTS.set(len(self._open_elevators))
         self._on_change(incident)
         if parent is not None:
             self._attached(parent, incident, now)
-        elif incident_class == "entrapment" and known_open:
+        elif adopt:
             self._adopt_companions(incident, now)
         log.info(
             "incident_opened",
             incident_id=incident.id,
-            elevator_id=elevator_id,
-            kind=kind,
-            severity=severity,
-            source=source,
+            elevator_id=incident.elevator_id,
+            kind=incident.kind,
+            severity=incident.severity,
+            source=incident.source,
             deadline_at=incident.deadline_at.isoformat(),
         )
         self._on_outbox()
-        return incident, True
 
     def _join(
         self,

@@ -85,6 +85,17 @@ class OutboxMessage:
     next_attempt_at: datetime | None = None  # set once stored
 
 
+@dataclass(frozen=True)
+class NewIncident:
+    """An incident to store, what its opening publishes (as of `now`), and its black box's
+    frames (rows as for `Store.add_incident_frames`)."""
+
+    incident: Incident
+    messages: Sequence[OutboxMessage]
+    now: datetime
+    frames: Sequence[dict[str, Any]] = ()
+
+
 # A change of one stored incident, applied under its row lock: the incident after the change
 # and what that change publishes, or None to leave it as it is.
 IncidentChange = Callable[[Incident], tuple[Incident, Sequence[OutboxMessage]] | None]
@@ -369,13 +380,13 @@ class Store:
 
     # -- registry ------------------------------------------------------------------------
     def get_elevator(self, elevator_id: str) -> dict[str, Any] | None:
+        return self.get_elevators([elevator_id]).get(elevator_id)
+
+    def get_elevators(self, elevator_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The registry records of these elevators, by id (those registered)."""
+        query = select(elevators).where(elevators.c.elevator_id.in_(elevator_ids))
         with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(elevators).where(elevators.c.elevator_id == elevator_id))
-                .mappings()
-                .first()
-            )
-            return dict(row) if row else None
+            return {r["elevator_id"]: dict(r) for r in conn.execute(query).mappings()}
 
     def newest_incident_at(self) -> datetime | None:
         """The latest change to any incident (None: no incident yet)."""
@@ -407,17 +418,21 @@ class Store:
         now: datetime,
         frames: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Store a new incident, what it must publish and its black box's `frames` (rows as
-        for `add_incident_frames`), in one transaction (one commit: an alert waits on it);
-        False if one of its elevator and kind is already open (the unique `open_key`
-        decides, whichever process came first)."""
+        """Store a new incident, what it must publish and its black box's `frames`, in one
+        transaction (one commit: an alert waits on it); False if one of its elevator and
+        kind is already open (the unique `open_key` decides, whichever process came first)."""
+        return self.insert_incidents([NewIncident(incident, messages, now, frames)])
+
+    def insert_incidents(self, new: Sequence[NewIncident]) -> bool:
+        """`insert_incident` for several, all in one transaction, or none of them (False)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(incidents).values(self._incident_row(incident)))
-                self._add_timeline(conn, incident.id, incident.timeline)
-                self._add_outbox(conn, messages, now)
-                if frames:
-                    conn.execute(insert(incident_frames), list(frames))
+                for n in new:
+                    conn.execute(insert(incidents).values(self._incident_row(n.incident)))
+                    self._add_timeline(conn, n.incident.id, n.incident.timeline)
+                    self._add_outbox(conn, n.messages, n.now)
+                    if n.frames:
+                        conn.execute(insert(incident_frames), list(n.frames))
         except IntegrityError:
             return False
         return True
