@@ -221,9 +221,9 @@ class Notifier:
             # alert ids dedup).
             sent = self._mqtt(claim.messages)
             acknowledged_at = self._clock.now()
+            if sent:
+                claim.done(*(m.id for m in claim.messages[:sent] if m.id is not None))
             for message in claim.messages[:sent]:
-                assert message.id is not None
-                claim.done(message.id)
                 if message.target == ALERTS_TOPIC and message.created_at is not None:
                     late = (acknowledged_at - message.created_at).total_seconds()
                     metrics.ALERT_DELIVERY_SECONDS.observe(max(0.0, late))

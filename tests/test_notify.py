@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 
 from gateway.app import Gateway
 from gateway.clock import FixedClock
@@ -191,3 +192,35 @@ def test_alerts_go_out_while_every_webhook_endpoint_hangs(
         h.close()
     alerts.close()
     states.close()
+
+
+def test_what_one_drain_publishes_leaves_the_outbox_in_one_commit(
+    store: Store, broker: Broker, prefix: str
+) -> None:
+    """After a database pause the MQTT channel has a pile to deliver (every alert raised
+    meanwhile, and their states): each published message used to be marked with a commit of
+    its own, and the next alert waited behind them all. Now the lot goes in one."""
+    topic = f"dispatch/test/{prefix}"
+    sub = Subscriber(broker.url, topic)
+    publisher = Publisher(broker.url, f"notify-{prefix}")
+    publisher.start()
+    notifier = Notifier(store, publisher, FixedClock(START))
+    store.enqueue([OutboxMessage("mqtt", topic, b"%d" % n) for n in range(20)], START)
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine, "commit", count)
+    try:
+        wait_for(lambda: publisher.connected)
+        assert notifier.drain_once() == 20
+    finally:
+        event.remove(store.engine, "commit", count)
+    assert len(commits) == 1
+    wait_for(lambda: len(sub.messages) == 20)
+    assert [int(p) for _t, p in sub.messages] == list(range(20))  # in order
+    with store.claim_outbox(START) as claim:
+        assert [m for m in claim.messages if m.target == topic] == []
+    publisher.close()
+    sub.close()

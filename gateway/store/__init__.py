@@ -108,9 +108,11 @@ class OutboxClaim:
         self.messages = messages
         self._engine = engine
 
-    def done(self, message_id: int) -> None:
+    def done(self, *message_ids: int) -> None:
+        """Delivered: gone from the outbox, in one commit (the MQTT channel marks all it
+        published at once; one commit each made the next alert wait behind them)."""
         with self._engine.begin() as conn:
-            conn.execute(delete(outbox).where(outbox.c.id == message_id))
+            conn.execute(delete(outbox).where(outbox.c.id.in_(message_ids)))
 
     def retry(self, message_id: int, attempts: int, next_attempt_at: datetime) -> None:
         with self._engine.begin() as conn:
@@ -494,7 +496,7 @@ class Store:
     def claim_outbox(self, now: datetime, limit: int = 100) -> Iterator[OutboxClaim]:
         """The due MQTT messages, oldest first, for one deliverer at a time across all gateways
         (an advisory lock held to the end of the block; others get none this round), so the
-        shared outbox is published once and in order. Marks commit one by one."""
+        shared outbox is published once and in order. Each mark commits at once."""
         query = (
             select(outbox)
             .where(outbox.c.channel == "mqtt", outbox.c.next_attempt_at <= now)
