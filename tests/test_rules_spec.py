@@ -197,33 +197,25 @@ def _reference(t: Any, car: Any) -> bool:
     raise AssertionError(t)
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    _TREE,
-    st.builds(
-        SimpleNamespace,
-        moving=st.booleans(),
-        occupied=st.booleans(),
-        door=st.sampled_from(["open", "closed", "fault", "closing"]),
-        floor=st.integers(-5, 12),
-    ),
+# The part of a car's status the generated conditions read.
+_CAR = st.builds(
+    SimpleNamespace,
+    moving=st.booleans(),
+    occupied=st.booleans(),
+    door=st.sampled_from(["open", "closed", "fault", "closing"]),
+    floor=st.integers(-5, 12),
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREE, _CAR)
 def test_compiled_conditions_agree_with_a_reference(tree: Any, car: Any) -> None:
     got = compile_expr(_render(tree)).fn(SimpleNamespace(status=car))
     assert bool(got) == _reference(tree, car)
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(_TREE, max_size=6),
-    st.builds(
-        SimpleNamespace,
-        moving=st.booleans(),
-        occupied=st.booleans(),
-        door=st.sampled_from(["open", "closed", "fault", "closing"]),
-        floor=st.integers(-5, 12),
-    ),
-)
+@given(st.lists(_TREE, max_size=6), _CAR)
 def test_a_mask_holds_the_bits_of_the_conditions_that_hold(trees: list[Any], car: Any) -> None:
     """The rule engine evaluates a rule set in one call: bit i set iff condition i holds."""
     exprs = [compile_expr(_render(t)) for t in trees]

@@ -16,6 +16,7 @@ from gateway.tsdb import (
     DurableWriter,
     EmbeddedSink,
     Refused,
+    Sink,
     SinkError,
     escape_tag,
     incident_point,
@@ -90,6 +91,18 @@ def test_escape_tag() -> None:
 
 def _points(start: int, n: int) -> list[Point]:
     return [Point("m", "E1", i, f"m,elevator_id=E1 v={i}i {i}") for i in range(start, start + n)]
+
+
+def _writer_noting_refusals(
+    sink: Sink, spool: Spool, max_backoff_s: float
+) -> tuple[DurableWriter, list[int]]:
+    """A writer on `sink`, and the ts_ns of the points it hands to the dead letter."""
+    refused: list[int] = []
+    writer = DurableWriter(
+        sink, spool, FixedClock(NOW), max_backoff_s=max_backoff_s,
+        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
+    )  # fmt: skip
+    return writer, refused
 
 
 def test_spool_survives_reopen_in_order(tmp_path: Path) -> None:
@@ -256,12 +269,8 @@ def test_a_chunk_the_store_fails_is_spooled_with_the_refused_ones_isolated(
     """Side by side, one chunk refused (a poison point) and one not answered: the refused
     chunk's other points are written, the unanswered chunk spooled; nothing lost."""
     sink = SlowSink(poison=frozenset({20_005}), fail=frozenset({40_000}))
-    refused: list[int] = []
     spool = Spool(tmp_path, 1 << 30)
-    writer = DurableWriter(
-        sink, spool, FixedClock(NOW), max_backoff_s=3600,
-        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
-    )  # fmt: skip
+    writer, refused = _writer_noting_refusals(sink, spool, max_backoff_s=3600)
     writer.write(_points(0, 65_000))
     assert not writer.healthy
     writer.close()  # (its replays meet the same store: nothing changes)
@@ -278,11 +287,7 @@ def test_a_spooled_segment_with_a_refused_point_does_not_block_the_ones_behind(
     the dead letter, its neighbours and the segments behind it to the store, in order."""
     sink = FlakySink(poison=frozenset({4}))
     sink.down = True
-    refused: list[int] = []
-    writer = DurableWriter(
-        sink, Spool(tmp_path, 1 << 20), FixedClock(NOW), max_backoff_s=0.05,
-        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
-    )  # fmt: skip
+    writer, refused = _writer_noting_refusals(sink, Spool(tmp_path, 1 << 20), max_backoff_s=0.05)
     writer.write(_points(0, 6))
     writer.write(_points(6, 3))
     sink.down = False
@@ -368,12 +373,8 @@ def test_replay_takes_several_segments_and_keeps_exactly_what_was_not_written(
     sink = _DownAfter(ok=0)
     sink.poison = frozenset({5})
     sink.down = True
-    refused: list[int] = []
     spool = Spool(tmp_path, 1 << 20)
-    writer = DurableWriter(
-        sink, spool, FixedClock(NOW), max_backoff_s=0.05,
-        on_refused=lambda points, _answer: refused.extend(p.ts_ns for p in points),
-    )  # fmt: skip
+    writer, refused = _writer_noting_refusals(sink, spool, max_backoff_s=0.05)
     for start in (0, 4, 8):
         writer.write(_points(start, 4))
     sink.ok, sink.down = 4, False  # up for 4 points: 0-3, then down again at 4
